@@ -2,6 +2,7 @@
 
 from setuptools import find_packages, setup
 
+
 # torch is an ordinary dependency: GPU users get their usual CUDA build. On a CPU-only machine,
 # scripts/setup.sh installs the CPU wheel `torch==2.13.0` first, which satisfies this range, so pip
 # never pulls the CUDA packages.
@@ -41,7 +42,13 @@ extras = {
     "gpu": ["torchao>=0.7", "optimum-quanto>=0.2"],
 }
 extras["test"] = sorted(
-    set(extras["data"] + extras["train"] + extras["space"] + extras["text"] + ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6"])
+    set(
+        extras["data"]
+        + extras["train"]
+        + extras["space"]
+        + extras["text"]
+        + ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6"]
+    )
 )
 
 setup(
@@ -54,7 +61,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"diffusers_yan": ["assets/**/*", "bundled/**/*"]},
+    package_data={"diffusers_yan": ["assets/**/*"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

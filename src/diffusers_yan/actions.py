@@ -145,10 +145,14 @@ class ActionSpace:
         if isinstance(config, (list, tuple)):
             return cls(buttons=tuple(config))
         if not isinstance(config, Mapping):
-            raise TypeError(f"`action_space` must be a dict, a list of button names or an ActionSpace, got {type(config)}.")
+            raise TypeError(
+                f"`action_space` must be a dict, a list of button names or an ActionSpace, got {type(config)}."
+            )
         unknown = set(config) - {"buttons", "axes", "key_bindings"}
         if unknown:
-            raise ValueError(f"`action_space` has unknown keys {sorted(unknown)}; expected buttons, axes, key_bindings.")
+            raise ValueError(
+                f"`action_space` has unknown keys {sorted(unknown)}; expected buttons, axes, key_bindings."
+            )
         return cls(
             buttons=tuple(config.get("buttons", DOOM_BUTTONS)),
             axes={k: tuple(v) for k, v in dict(config.get("axes", {})).items()},
@@ -214,7 +218,9 @@ class ActionSpace:
             if not torch.isin(arr[:nb], torch.tensor([0.0, 1.0])).all():
                 raise ValueError(f"`{arg}`: button entries must be 0 or 1 (multi-hot), got {arr[:nb].tolist()}.")
             if (arr[nb:].abs() > 1.0).any():
-                raise ValueError(f"`{arg}`: axis entries of a numeric action are normalised to [-1, 1], got {arr[nb:].tolist()}.")
+                raise ValueError(
+                    f"`{arg}`: axis entries of a numeric action are normalised to [-1, 1], got {arr[nb:].tolist()}."
+                )
             return arr
         if isinstance(action, (list, tuple, set, frozenset)):
             for n in action:
@@ -246,7 +252,9 @@ class ActionSpace:
             elif arr.ndim == 2:
                 actions = list(arr)
             else:
-                raise ValueError(f"`{arg}`: a numeric array must be [num_steps, {self.dim}], got shape {tuple(arr.shape)}.")
+                raise ValueError(
+                    f"`{arg}`: a numeric array must be [num_steps, {self.dim}], got shape {tuple(arr.shape)}."
+                )
         elif isinstance(actions, (list, tuple)) and len(actions) > 0 and all(_is_number(a) for a in actions):
             actions = [actions]
         if not isinstance(actions, (list, tuple)):
