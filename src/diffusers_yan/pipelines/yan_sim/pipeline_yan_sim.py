@@ -23,6 +23,7 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from huggingface_hub import snapshot_download
+from tqdm.auto import tqdm
 
 from ...actions import ActionSpace
 from ...models.autoencoders.autoencoder_kl_yan import AutoencoderKLYan
@@ -338,7 +339,9 @@ class YanSimPipeline(DiffusionPipeline):
         # 3. shift-window denoising: one UNet call per step; after the priming calls, each emits one clean frame
         new_latents = []
         total = num_priming + num_actions
-        with self.progress_bar(total=total, disable=total < 2) as progress:
+        # a bar for rollouts; none for the one-action steps of interactive play
+        bar = self.progress_bar(total=total) if total > 1 else tqdm(total=total, disable=True)
+        with bar as progress:
             for i in range(total):
                 action = action_seq[:, max(i - num_priming, 0)]
                 # 3a. a fresh noise frame enters the window at the highest noise level
