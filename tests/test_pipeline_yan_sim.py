@@ -175,7 +175,9 @@ def test_one_step_sampling_and_batches(pipe):
     assert out.frames.shape[1] == 4
     batch = pipe(image=[start_image(0), start_image(1)], actions=ACTIONS[:2], output_type="np")
     assert batch.frames.shape[0] == 2 and batch.state.batch_size == 2
-    per_world = torch.stack([pipe.action_space.encode_sequence(ACTIONS[:2]), pipe.action_space.encode_sequence(ACTIONS[2:4])])
+    per_world = torch.stack(
+        [pipe.action_space.encode_sequence(ACTIONS[:2]), pipe.action_space.encode_sequence(ACTIONS[2:4])]
+    )
     batch2 = pipe(state=batch.state, actions=per_world, output_type="np")
     assert batch2.frames.shape[:2] == (2, 4)
 
