@@ -154,3 +154,24 @@ def test_vlm_captioner_code_path_on_tiny_random_qwen25_vl():
     assert isinstance(one, str) and isinstance(three, str)
     assert 0 < len(one.split()) <= 4  # random weights, but exactly the generated tokens are decoded
     assert captioner.caption([frame], captioner.GLOBAL_PROMPT) == one  # greedy decoding is deterministic
+
+
+def test_collect_with_vlm_captioner(tmp_path):
+    """`captioner="vlm"` goes through the real collection path: every row gets the VLM's captions."""
+    pytest.importorskip("vizdoom")
+    datasets = pytest.importorskip("datasets")
+    from diffusers_yan.data import CollectConfig, DoomEnvConfig, collect
+
+    model, processor = _tiny_qwen25_vl()
+    captioner = VLMCaptioner(model, processor, max_new_tokens=3)
+    env = DoomEnvConfig(scenario="basic", resolution=(64, 48), max_steps=24)
+    config = CollectConfig(
+        env=env, episodes=1, agent="random", seed=0, out=str(tmp_path / "vlm"), captioner="vlm", vlm_model=captioner
+    )
+    info = collect(config)
+    ds = datasets.load_from_disk(str(tmp_path / "vlm"))
+    assert info["captioner"] == "vlm" and len(ds) > 0
+    assert all(isinstance(c, str) for c in ds["global_caption"]) and len(set(ds["global_caption"])) == 1
+    assert not ds[0]["global_caption"].startswith("Doom,")  # not the engine caption
+    with pytest.raises(ValueError, match="workers=1"):
+        CollectConfig(env=env, out=str(tmp_path / "x"), captioner="vlm", vlm_model=captioner, workers=2)

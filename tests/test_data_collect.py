@@ -182,3 +182,36 @@ def test_cli_collect_and_balance(tmp_path):
     meta = json.load(open(bal / "yan_dataset.json"))
     assert meta["balance"]["coverage_after"]["entropy_bits"] >= 0 and meta["num_frames"] > 0
     assert len(GameplayClipDataset(str(bal), clip_length=4)) > 0
+
+
+def test_resume_after_real_kill(tmp_path):
+    """SIGKILL a running `yan collect`, run it again: finished shards are kept, the dataset completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "diffusers_yan.cli", "collect", "--scenario", "my_way_home", "--episodes", "30"]
+    cmd += ["--max-steps", "60", "--resolution", "64x48", "--seed", "5", "--keep-shards", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = out / SHARDS_DIR
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if shards.exists() and len([p for p in shards.glob("episode_*") if ".tmp-" not in p.name]) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: os.path.getmtime(p / "stats.json") for p in shards.glob("episode_*") if ".tmp-" not in p.name}
+    assert 2 <= len(finished) < 30, "the run should have been killed part-way"
+    assert not (out / "yan_dataset.json").exists()
+
+    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    assert {
+        p.name: os.path.getmtime(p / "stats.json") for p in shards.glob("episode_*") if p.name in finished
+    } == finished
+    assert not list(shards.glob("*.tmp-*"))
+    ds = datasets.load_from_disk(str(out))
+    assert json.load(open(out / "yan_dataset.json"))["num_episodes"] == 30
+    assert set(ds["episode_id"]) <= set(range(30)) and len(set(ds["episode_id"])) >= 25

@@ -73,7 +73,8 @@ class CollectConfig:
         filters: filter thresholds and which filters run.
         caption_window: frames per local caption (a training clip's caption joins the windows it covers).
         captioner: ``engine`` (default) or ``vlm``.
-        vlm_model: model folder or Hub id for ``captioner="vlm"``.
+        vlm_model: model folder or Hub id for ``captioner="vlm"``, or a ready :class:`~.captions.VLMCaptioner`
+            (only with ``workers=1``: a model is not shipped to worker processes).
         balance: balance the dataset (PlayGen Algorithm 2) before saving; see :func:`~.balance.balance_dataset`.
         balance_clusters / balance_window: k-means ``k`` and the sampled unit length in frames.
         keep_shards: keep ``out/shards`` after the dataset is written (to extend it later with more episodes).
@@ -89,7 +90,7 @@ class CollectConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     caption_window: int = 16
     captioner: str = "engine"
-    vlm_model: str | None = None
+    vlm_model: str | VLMCaptioner | None = None
     balance: bool = False
     balance_clusters: int = 32
     balance_window: int = 16
@@ -106,6 +107,10 @@ class CollectConfig:
             raise ValueError(f"Unknown captioner {self.captioner!r}. Valid captioners: {', '.join(CAPTIONERS)}.")
         if self.captioner == "vlm" and not self.vlm_model:
             raise ValueError("`captioner='vlm'` needs `vlm_model` (a local folder or Hub id of a Qwen2.5-VL model).")
+        if isinstance(self.vlm_model, VLMCaptioner) and self.workers != 1:
+            raise ValueError(
+                "`vlm_model` as a VLMCaptioner object needs `workers=1`; pass a model path for more workers."
+            )
         for name in ("episodes", "workers", "caption_window", "balance_clusters", "balance_window"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -120,7 +125,7 @@ class CollectConfig:
             "filters": self.filters.to_dict(),
             "caption_window": self.caption_window,
             "captioner": self.captioner,
-            "vlm_model": self.vlm_model,
+            "vlm_model": type(self.vlm_model).__name__ if isinstance(self.vlm_model, VLMCaptioner) else self.vlm_model,
         }
 
 
@@ -136,6 +141,7 @@ def dataset_features(num_buttons: int):
 
     label = {k: Value("int32") for k in ("value", "x", "y", "w", "h")}
     label["name"] = Value("string")
+    label["position"] = Value("string")  # rough screen position of the box centre: left / center / right
     state = {k: Value("float32") for k in ("x", "y", "z", "angle", "health", "armor")}
     state.update({"alive": Value("bool"), "kills": Value("int32"), "items": Value("int32"), "ammo": Value("int32")})
     return Features(
@@ -169,7 +175,7 @@ _WORKER: dict = {}
 
 
 def _worker_objects(config: CollectConfig):
-    key = json.dumps(config.identity(), sort_keys=True)
+    key = json.dumps(config.identity(), sort_keys=True) + f"/{id(config.vlm_model)}"
     if _WORKER.get("key") != key:
         from .env import DoomEnv
 
@@ -179,7 +185,8 @@ def _worker_objects(config: CollectConfig):
         _WORKER["key"] = key
         _WORKER["env"] = DoomEnv(config.env)
         _WORKER["agent"] = make_agent(config.agent, config.env.buttons, ppo_model=config.ppo_model)
-        _WORKER["vlm"] = VLMCaptioner.from_pretrained(config.vlm_model) if config.captioner == "vlm" else None
+        vlm = config.vlm_model if config.captioner == "vlm" else None
+        _WORKER["vlm"] = VLMCaptioner.from_pretrained(vlm) if isinstance(vlm, str) else vlm
     return _WORKER["env"], _WORKER["agent"], _WORKER["vlm"]
 
 

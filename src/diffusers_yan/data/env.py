@@ -159,7 +159,7 @@ class DoomFrame:
 
     rgb: np.ndarray  # [H, W, 3] uint8
     depth: np.ndarray  # [H, W] uint8, engine depth units (0 = touching the camera)
-    labels: list[dict]  # [{"name", "value", "x", "y", "w", "h"}] in output pixels
+    labels: list[dict]  # [{"name", "value", "x", "y", "w", "h", "position"}], boxes in output pixels
     state: dict  # x, y, z, angle, health, armor, alive, kills, items, ammo
     events: list[str]  # engine events since the previous frame
     action: np.ndarray  # [num_buttons] float32 multi-hot
@@ -229,18 +229,15 @@ class DoomEnv:
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BOX))
             depth = np.asarray(Image.fromarray(depth).resize((w, h), Image.BOX))
         sx, sy = w / src_w, h / src_h
-        labels = [
-            {
-                "name": lab.object_name,
-                "value": int(lab.value),
-                "x": int(lab.x * sx),
-                "y": int(lab.y * sy),
-                "w": max(1, int(round(lab.width * sx))),
-                "h": max(1, int(round(lab.height * sy))),
-            }
-            for lab in s.labels
-            if lab.object_name not in _IGNORED_LABELS
-        ]
+        labels = []
+        for lab in s.labels:
+            if lab.object_name in _IGNORED_LABELS:
+                continue
+            box = {"x": int(lab.x * sx), "y": int(lab.y * sy)}
+            box["w"], box["h"] = max(1, int(round(lab.width * sx))), max(1, int(round(lab.height * sy)))
+            centre = (box["x"] + box["w"] / 2) / w
+            position = "left" if centre < 1 / 3 else "right" if centre > 2 / 3 else "center"
+            labels.append({"name": lab.object_name, "value": int(lab.value), **box, "position": position})
         v = dict(zip(_STATE_VARIABLES, (float(x) for x in s.game_variables)))
         state = {
             "x": v["POSITION_X"],
