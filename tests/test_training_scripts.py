@@ -1,0 +1,117 @@
+"""The Yan-Sim training scripts, end to end on a tiny real Doom dataset: train, save, reload, kill and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusers_yan import AutoencoderKLYan, YanSimPipeline
+from diffusers_yan.cli import main as yan
+
+
+ROOT = Path(__file__).resolve().parents[1]
+VAE_SCRIPT = ROOT / "training_examples" / "train_yan_sim_vae.py"
+SIM_SCRIPT = ROOT / "training_examples" / "train_yan_sim.py"
+TINY_VAE = ["--block_out_channels", "8,16,16", "--norm_num_groups", "4", "--latent_channels", "4"]
+TINY_UNET = [
+    "--block_out_channels", "16,32", "--norm_num_groups", "4", "--attention_head_dim", "8",
+    "--action_embed_dim", "16", "--temporal_cache_size", "8",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def doom_data(tmp_path_factory):
+    """A few hundred real frames from the my_way_home scenario."""
+    out = tmp_path_factory.mktemp("data") / "mwh"
+    rc = yan(
+        ["collect", "--scenario", "my_way_home", "--episodes", "2", "--agent", "random", "--seed", "0",
+         "--resolution", "64x48", "--max-steps", "120", "--workers", "1", "--filters", "none", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def run_script(script, *args, check=True, **kw):
+    cmd = [sys.executable, str(script), *map(str, args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{script.name} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def trained_vae(doom_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae")
+    res = run_script(
+        VAE_SCRIPT, "--dataset_dir", doom_data, "--output_dir", out, "--max_train_steps", 2, "--train_batch_size", 2,
+        "--checkpointing_steps", 1, "--logging_steps", 1, *TINY_VAE,
+    )  # fmt: skip
+    assert "perceptual" in res.stderr  # the script says which perceptual term it uses (LPIPS is not available offline)
+    return out
+
+
+def test_vae_script_trains_saves_and_reloads(trained_vae):
+    vae = AutoencoderKLYan.from_pretrained(trained_vae)
+    assert vae.config.latent_channels == 4 and vae.config.spatial_compression_ratio == 8
+    assert (trained_vae / "README.md").is_file()
+    ckpts = sorted(p.name for p in trained_vae.glob("checkpoint-*"))
+    assert ckpts == ["checkpoint-1", "checkpoint-2"]
+    assert not list(trained_vae.glob(".tmp-*"))  # no half-written checkpoint left behind
+
+
+def test_sim_script_trains_saves_and_reloads(doom_data, trained_vae, tmp_path):
+    out = tmp_path / "sim"
+    run_script(
+        SIM_SCRIPT, "--dataset_dir", doom_data, "--vae_path", trained_vae, "--output_dir", out,
+        "--clip_latent_frames", 6, "--max_train_steps", 2, "--train_batch_size", 2, "--checkpointing_steps", 2,
+        "--validation_steps", 2, "--validation_rollout_frames", 3, "--use_ema", *TINY_UNET,
+    )  # fmt: skip
+    pipe = YanSimPipeline.from_pretrained(out)
+    assert pipe.action_space.dim == 8 and pipe.resolution == (48, 64)
+    card = (out / "README.md").read_text()
+    assert "diffusers-yan" in card and "train_yan_sim.py" in card
+    assert (out / "validation-2.mp4").is_file()
+    frames = pipe(image=torch.rand(3, 48, 64), actions=["MOVE_FORWARD"] * 2, output_type="np").frames
+    assert frames.shape == (1, 4, 48, 64, 3)
+
+
+def test_killed_run_resumes_from_latest_checkpoint(doom_data, trained_vae, tmp_path):
+    out = tmp_path / "sim-resume"
+    args = [
+        "--dataset_dir", doom_data, "--vae_path", trained_vae, "--output_dir", out, "--clip_latent_frames", 6,
+        "--train_batch_size", 1, "--checkpointing_steps", 1, "--checkpoints_total_limit", 3, "--validation_steps", 0,
+        *TINY_UNET,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(SIM_SCRIPT), *map(str, args), "--max_train_steps", "10000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / "checkpoint-3").is_dir():
+            time.sleep(0.2)
+        assert (out / "checkpoint-3").is_dir(), "the run never reached its third checkpoint"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    res = run_script(SIM_SCRIPT, *args, "--max_train_steps", done + 2, "--resume_from_checkpoint", "latest")
+    assert f"at step {done}" in res.stderr
+    assert (out / f"checkpoint-{done + 2}").is_dir()
+    YanSimPipeline.from_pretrained(out)
+
+
+def test_scripts_refuse_bad_datasets(tmp_path, trained_vae):
+    res = run_script(VAE_SCRIPT, "--dataset_dir", tmp_path / "missing", "--output_dir", tmp_path / "o", check=False)
+    assert res.returncode != 0 and "does not exist" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = run_script(
+        SIM_SCRIPT, "--dataset_dir", tmp_path / "empty", "--vae_path", trained_vae, "--output_dir", tmp_path / "o",
+        check=False,
+    )  # fmt: skip
+    assert res.returncode != 0 and "not a finished `yan collect` dataset" in res.stderr
