@@ -10,7 +10,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanTransformer3DModel,
+)
 from transformers import (
     BertConfig,
     BertModel,
@@ -53,7 +59,7 @@ def _components(i2v=False, causal=False, actions=True):
             num_hidden_layers=1,
             num_attention_heads=2,
             intermediate_size=32,
-            max_position_embeddings=64,
+            max_position_embeddings=512,  # Wan's I2V attention assumes 512 text tokens
         )
     ).eval()
     vae = AutoencoderKLWan(
@@ -140,6 +146,28 @@ def test_t2v_matches_diffusers_wan_pipeline_and_round_trips(tmp_path):
     loaded = YanGenPipeline.from_pretrained(tmp_path / "yan")
     loaded.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(loaded(**kwargs, generator=_gen()).frames, out.frames, atol=1e-6)
+
+
+def test_i2v_matches_diffusers_wan_i2v_pipeline(start_image, monkeypatch):
+    import diffusers.pipelines.wan.pipeline_wan_i2v as wan_i2v
+
+    from diffusers_yan.pipelines.yan_gen.pipeline_yan_gen import prompt_clean
+
+    # diffusers' Wan I2V cleans prompts with `ftfy` even when it is not installed; use our (ftfy-free) cleaner
+    monkeypatch.setattr(wan_i2v, "prompt_clean", prompt_clean)
+    components = _components(i2v=True, actions=False)
+    yan = YanGenPipeline(**components)
+    yan.set_progress_bar_config(disable=True)
+    wan_config = dict(TINY_DIT, in_channels=36, out_channels=16, image_dim=16, added_kv_proj_dim=24)
+    wan_transformer = WanTransformer3DModel(**wan_config).eval()
+    wan_transformer.load_state_dict(components["transformer"].state_dict())
+    wan = WanImageToVideoPipeline(**{**components, "transformer": wan_transformer})
+    wan.set_progress_bar_config(disable=True)
+    # diffusers' Wan I2V attention splits image from text tokens by assuming 512 text tokens
+    kwargs = dict(prompt="a cave", image=start_image, num_frames=5, num_inference_steps=2, guidance_scale=3.0)
+    kwargs.update(height=32, width=32, max_sequence_length=512)
+    expected = wan(**kwargs, generator=_gen()).frames
+    np.testing.assert_allclose(yan(**kwargs, generator=_gen()).frames, expected, atol=1e-4)
 
 
 def test_interactive_chained_calls_equal_one_call(causal_i2v, start_image):

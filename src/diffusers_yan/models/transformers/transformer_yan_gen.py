@@ -622,7 +622,7 @@ class YanGenTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attent
         self.proj_out = nn.Linear(inner_dim, out_channels * math.prod(patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, inner_dim) / inner_dim**0.5)
 
-        # 6. New (non-Wan) weights start as a no-op: the action branches' output projections are zero
+        # the new (non-Wan) weights start as a no-op: the action branches' output projections are zero
         self.zero_init_action_branch()
 
         self.gradient_checkpointing = False
@@ -773,7 +773,7 @@ class YanGenTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attent
         hidden_states = self.patch_embedding(hidden_states)
         hidden_states = hidden_states.flatten(2).transpose(1, 2).contiguous()
 
-        # 2. Timestep & condition embeddings (Wan's `WanTimeTextImageEmbedding`, with per-frame timesteps)
+        # 2. Condition embeddings: timestep, text, image (Wan's `WanTimeTextImageEmbedding`, with per-frame timesteps)
         per_frame = timestep.ndim == 2
         if per_frame and timestep.shape[1] != ppf:
             raise ValueError(f"`timestep` has {timestep.shape[1]} per-frame values for {ppf} latent frames.")
@@ -813,15 +813,14 @@ class YanGenTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attent
                 )
             action_hidden_states = self.action_encoder(actions).flatten(2, 3).to(hidden_states.dtype)
 
-        # 4. Attention mask: block-causal over the cached and the new frames (None when everything is visible)
+        # 4. Transformer blocks. In causal mode each layer attends to its cached keys/values and the new frames,
+        #    under a block-causal mask (None when every key is visible, e.g. one block after a cache)
         attention_mask = None
         if block is not None:
             frame_mask = block_causal_mask(query_frames, key_frames, block, self.config.kv_cache_max_frames)
             if not bool(frame_mask.all()):
                 attention_mask = frame_mask.repeat_interleave(tokens_per_frame, 0)
                 attention_mask = attention_mask.repeat_interleave(tokens_per_frame, 1)
-
-        # 5. Transformer blocks
         new_keys, new_values = [], []
         for i, layer in enumerate(self.blocks):
             past = None if kv_cache is None else (kv_cache.keys[i], kv_cache.values[i])
@@ -845,7 +844,7 @@ class YanGenTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attent
                 new_keys.append(key)
                 new_values.append(value)
 
-        # 6. Output norm, projection & unpatchify
+        # 5. Output norm, projection & unpatchify
         if temb.ndim == 3:
             shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
             shift, scale = shift.squeeze(2), scale.squeeze(2)
@@ -859,7 +858,7 @@ class YanGenTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attent
         hidden_states = hidden_states.permute(0, 7, 1, 4, 2, 5, 3, 6)
         output = hidden_states.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-        # 7. New KV cache (a new object; `kv_cache` is left as it was)
+        # 6. New KV cache (a new object; `kv_cache` is left as it was)
         new_cache = None
         if return_kv_cache:
             new_cache = YanGenKVCache._build(

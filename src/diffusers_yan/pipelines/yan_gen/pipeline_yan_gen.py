@@ -29,9 +29,10 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKLWan, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.utils import logging, replace_example_docstring
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import CLIPImageProcessor, CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -162,7 +163,7 @@ class YanGenPipeline(DiffusionPipeline):
         )
         input_ids, mask = text_inputs.input_ids, text_inputs.attention_mask
         seq_lens = mask.gt(0).sum(dim=1).long()
-        encoder_device = self.text_encoder.device
+        encoder_device = get_module_execution_device(self.text_encoder)
         prompt_embeds = self.text_encoder(input_ids.to(encoder_device), attention_mask=mask.to(encoder_device))
         prompt_embeds = prompt_embeds.last_hidden_state.to(dtype=dtype, device=device)
         # as in Wan: states past the prompt's tokens are zeros, not the encoder's padding outputs
@@ -214,7 +215,9 @@ class YanGenPipeline(DiffusionPipeline):
     def encode_image(self, image, device: torch.device | None = None) -> torch.Tensor:
         """CLIP states of the start image (penultimate layer, as Wan2.1 I2V uses), `[1, tokens, image_dim]`."""
         device = device or self._execution_device
-        inputs = self.image_processor(images=image, return_tensors="pt").to(self.image_encoder.device)
+        inputs = self.image_processor(images=image, return_tensors="pt").to(
+            get_module_execution_device(self.image_encoder)
+        )
         inputs["pixel_values"] = inputs["pixel_values"].to(self.image_encoder.dtype)
         return self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2].to(device)
 
@@ -244,7 +247,7 @@ class YanGenPipeline(DiffusionPipeline):
         image = self.video_processor.preprocess(image, height=height, width=width).to(device, dtype=torch.float32)
         image = image[:1].unsqueeze(2)  # one start image for the whole batch: [1, 3, 1, H, W]
         video = torch.cat([image, image.new_zeros(1, 3, num_video_frames - 1, height, width)], dim=2)
-        latents = self.vae.encode(video.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
+        latents = self.vae.encode(video.to(get_module_execution_device(self.vae), self.vae.dtype)).latent_dist.mode()
         latents = self._normalize(latents.to(device, torch.float32)).repeat(batch_size, 1, 1, 1, 1)
         mask = torch.zeros_like(latents[:, :1]).repeat(1, self.vae_scale_factor_temporal, 1, 1, 1)
         mask[:, :, 0] = 1.0
@@ -270,8 +273,6 @@ class YanGenPipeline(DiffusionPipeline):
             )
         video = torch.cat(frames, dim=2)
         if vae.config.patch_size is not None:
-            from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-
             video = unpatchify(video, patch_size=vae.config.patch_size)
         return video.clamp(-1.0, 1.0), cache
 
@@ -678,7 +679,7 @@ class YanGenPipeline(DiffusionPipeline):
             if output_type == "latent":
                 frames = new_latents
             else:
-                z = self._denormalize(new_latents.to(self.vae.device, self.vae.dtype))
+                z = self._denormalize(new_latents.to(get_module_execution_device(self.vae), self.vae.dtype))
                 video = self.vae.decode(z, return_dict=False)[0]
                 frames = self.video_processor.postprocess_video(video, output_type=output_type)
             self.maybe_free_model_hooks()
