@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDIMScheduler
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import export_to_video
 from tqdm.auto import tqdm
@@ -89,6 +90,12 @@ def parse_args(input_args=None):
     p.add_argument("--train_batch_size", type=int, default=8)
     p.add_argument("--max_train_steps", type=int, default=10000)
     p.add_argument("--learning_rate", type=float, default=2e-4)
+    p.add_argument(
+        "--lr_scheduler",
+        default="constant_with_warmup",
+        choices=["constant_with_warmup", "cosine", "linear"],
+        help="learning-rate schedule (diffusers.optimization.get_scheduler)",
+    )
     p.add_argument("--lr_warmup_steps", type=int, default=200)
     p.add_argument("--adam_weight_decay", type=float, default=1e-2)
     p.add_argument("--max_grad_norm", type=float, default=1.0)
@@ -278,8 +285,8 @@ def main(args):
     inference.set_timesteps(args.num_inference_steps)
     inference_timesteps = inference.timesteps.tolist()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, args.lr_warmup_steps))
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=args.max_train_steps
     )
     ema = (
         EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=YanSimUNetModel, model_config=unet.config)

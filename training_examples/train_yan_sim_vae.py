@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from diffusers_yan import AutoencoderKLYan
@@ -68,6 +69,12 @@ def parse_args(input_args=None):
     p.add_argument("--train_batch_size", type=int, default=8)
     p.add_argument("--max_train_steps", type=int, default=5000)
     p.add_argument("--learning_rate", type=float, default=3e-4)
+    p.add_argument(
+        "--lr_scheduler",
+        default="constant_with_warmup",
+        choices=["constant_with_warmup", "cosine", "linear"],
+        help="learning-rate schedule (diffusers.optimization.get_scheduler)",
+    )
     p.add_argument("--lr_warmup_steps", type=int, default=100)
     p.add_argument("--max_grad_norm", type=float, default=1.0)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -193,8 +200,8 @@ def main(args):
     )
     perceptual = PerceptualLoss(args.perceptual if args.perceptual_weight > 0 else "none", (height, width))
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=0.0, betas=(0.9, 0.99))
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, args.lr_warmup_steps))
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=args.max_train_steps
     )
     model = VAETrainingWrapper(vae)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
