@@ -66,6 +66,12 @@ def parse_args(input_args=None):
     )
     p.add_argument("--perceptual_weight", type=float, default=0.5)
     p.add_argument("--kl_weight", type=float, default=1e-6)
+    p.add_argument(
+        "--latent_stats_samples",
+        type=int,
+        default=512,
+        help="clips used at the end to set the config's shift_factor/scaling_factor (unit-variance latents); 0 skips",
+    )
     p.add_argument("--train_batch_size", type=int, default=8)
     p.add_argument("--max_train_steps", type=int, default=5000)
     p.add_argument("--learning_rate", type=float, default=3e-4)
@@ -140,6 +146,24 @@ class PerceptualLoss(torch.nn.Module):
                 a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
             return self.fn(a, b)
         return 1 - self.fn(a, b)
+
+
+@torch.no_grad()
+def latent_statistics(vae: AutoencoderKLYan, dataset, num_samples: int, depth: bool, seed: int) -> tuple[float, float]:
+    """``(shift_factor, scaling_factor)`` so that ``(z - shift) * scale`` has zero mean and unit variance.
+
+    Diffusion models assume unit-variance data (as SD's 0.18215 and SD3/Flux's shift/scale factors do); the
+    pipelines apply these two config values to every latent.
+    """
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    latents = []
+    for start in range(0, len(order), 32):
+        items = [dataset[int(i)] for i in order[start : start + 32]]
+        x = torch.stack([(it["depth"] * 2 - 1) if depth else it["frames"] for it in items])
+        x = x.to(vae.device, vae.dtype).permute(0, 2, 1, 3, 4)
+        latents.append(vae.encode(x).latent_dist.mode().float().cpu())
+    z = torch.cat(latents)
+    return round(z.mean().item(), 4), round(1.0 / z.std().item(), 4)
 
 
 class VAETrainingWrapper(torch.nn.Module):
@@ -261,6 +285,10 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model).vae
+        if args.latent_stats_samples > 0:
+            shift, scale = latent_statistics(model.eval(), dataset, args.latent_stats_samples, args.depth, args.seed)
+            model.register_to_config(shift_factor=shift, scaling_factor=scale)
+            logger.info(f"latent statistics: shift_factor {shift}, scaling_factor {scale}")
         model.save_pretrained(args.output_dir)
         with open(os.path.join(args.output_dir, "README.md"), "w") as f:
             f.write(
