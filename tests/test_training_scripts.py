@@ -115,3 +115,25 @@ def test_scripts_refuse_bad_datasets(tmp_path, trained_vae):
         check=False,
     )  # fmt: skip
     assert res.returncode != 0 and "not a finished `yan collect` dataset" in res.stderr
+
+
+def test_push_to_hub_uploads_the_output_folder_without_checkpoints(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from diffusers_yan.training_utils import push_output_to_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: calls.append(("create", repo_id, kw)))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: calls.append(("upload", kw)))
+    push_output_to_hub(str(tmp_path), "me/yan-sim-test", token="t")
+    assert calls[0] == ("create", "me/yan-sim-test", {"exist_ok": True, "token": "t"})
+    upload = calls[1][1]
+    assert upload["folder_path"] == str(tmp_path) and upload["repo_id"] == "me/yan-sim-test"
+    assert "checkpoint-*" in upload["ignore_patterns"]
+
+
+def test_push_to_hub_flag_needs_a_repo_id(tmp_path):
+    res = run_script(
+        VAE_SCRIPT, "--dataset_dir", tmp_path, "--output_dir", tmp_path / "o", "--push_to_hub", check=False
+    )
+    assert res.returncode != 0 and "--hub_model_id" in res.stderr

@@ -41,6 +41,7 @@ from diffusers_yan.training_utils import (
     diffusion_forcing_timesteps,
     load_clip_datasets,
     parse_int_tuple,
+    push_output_to_hub,
     resolve_resume_path,
     save_checkpoint,
 )
@@ -119,6 +120,8 @@ def parse_args(input_args=None):
     p.add_argument("--hub_model_id", default=None)
     p.add_argument("--hub_token", default=None)
     args = p.parse_args(input_args)
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id (e.g. your-name/yan-sim-doom)")
     if args.clip_latent_frames <= args.num_inference_steps:
         p.error("--clip_latent_frames must be larger than --num_inference_steps")
     for path in args.dataset_dir.split(","):
@@ -396,15 +399,7 @@ def main(args):
             loss_value = float(np.mean(losses))
         write_model_card(args, args.output_dir, pipe, {"steps": global_step, "final_loss": loss_value})
         if args.push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-
-            create_repo(args.hub_model_id, exist_ok=True, token=args.hub_token)
-            upload_folder(
-                repo_id=args.hub_model_id,
-                folder_path=args.output_dir,
-                token=args.hub_token,
-                ignore_patterns=["checkpoint-*", ".tmp-*", "logs/*"],
-            )
+            push_output_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
         logger.info(f"saved YanSimPipeline to {args.output_dir}")
     accelerator.end_training()
 

@@ -36,6 +36,7 @@ from diffusers_yan.training_utils import (
     checkpoint_step,
     load_clip_datasets,
     parse_int_tuple,
+    push_output_to_hub,
     resolve_resume_path,
     save_checkpoint,
 )
@@ -98,6 +99,8 @@ def parse_args(input_args=None):
     p.add_argument("--hub_model_id", default=None)
     p.add_argument("--hub_token", default=None)
     args = p.parse_args(input_args)
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id (e.g. your-name/yan-sim-doom)")
     for path in args.dataset_dir.split(","):
         if not os.path.isdir(path):
             p.error(f"--dataset_dir {path!r} does not exist")
@@ -302,15 +305,7 @@ def main(args):
                 + "\n"
             )
         if args.push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-
-            create_repo(args.hub_model_id, exist_ok=True, token=args.hub_token)
-            upload_folder(
-                repo_id=args.hub_model_id,
-                folder_path=args.output_dir,
-                token=args.hub_token,
-                ignore_patterns=["checkpoint-*", ".tmp-*", "logs/*"],
-            )
+            push_output_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
         logger.info(f"saved AutoencoderKLYan to {args.output_dir}")
     accelerator.end_training()
 

@@ -145,3 +145,13 @@ def load_clip_datasets(dataset_dirs: str, clip_length: int, with_depth: bool = F
     if len(dataset) == 0:
         raise ValueError(f"`{arg}`: {paths} hold no clip of {clip_length} frames.")
     return dataset
+
+
+def push_output_to_hub(output_dir: str, repo_id: str, token: str | None = None) -> None:
+    """Upload a finished output folder (model files and card) to the Hub, leaving checkpoints and logs behind."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo_id, exist_ok=True, token=token)
+    upload_folder(
+        repo_id=repo_id, folder_path=output_dir, token=token, ignore_patterns=["checkpoint-*", ".tmp-*", "logs/*"]
+    )
