@@ -68,7 +68,6 @@ setup(
     entry_points={"console_scripts": ["yan=diffusers_yan.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )
