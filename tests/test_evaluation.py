@@ -305,6 +305,8 @@ def test_idm_script_trains_resumes_and_reloads(idm_dir, doom_data, caplog):
             )  # fmt: skip
         )
     assert "at step 2" in caplog.text and "held-out accuracy" in caplog.text
+    # every consecutive pair is used: 2 episodes of 120 frames, one held out whole
+    assert "119 training pairs, 119 held-out pairs" in caplog.text
     assert (idm_dir / "checkpoint-3").is_dir()
     # accuracy on real pairs of the data
     from diffusers_yan.data import GameplayClipDataset

@@ -33,6 +33,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
+from diffusers_yan.data import GameplayClipDataset
 from diffusers_yan.evaluation.inverse_dynamics import (
     YanInverseDynamicsModel,
     button_labels,
@@ -41,7 +42,6 @@ from diffusers_yan.evaluation.inverse_dynamics import (
 )
 from diffusers_yan.training_utils import (
     checkpoint_step,
-    load_clip_datasets,
     parse_int_tuple,
     resolve_resume_path,
     save_checkpoint,
@@ -93,6 +93,25 @@ def parse_args(input_args=None):
     if not 0 < args.validation_fraction < 1:
         p.error(f"--validation_fraction must be in (0, 1), got {args.validation_fraction}")
     return args
+
+
+def load_pairs(dataset_dirs: str, arg: str) -> torch.utils.data.ConcatDataset:
+    """Every pair of consecutive frames (2-frame clips at stride 1) of one or more `yan collect` folders.
+
+    (``training_utils.load_clip_datasets`` would give non-overlapping clips, i.e. only every other pair.)
+    """
+    paths = [p.strip() for p in str(dataset_dirs).split(",") if p.strip()]
+    if not paths:
+        raise ValueError(f"`{arg}` is empty.")
+    parts = [GameplayClipDataset(path, clip_length=2, stride=1) for path in paths]
+    spaces = [p.action_space for p in parts]
+    if any(tuple(s.names) != tuple(spaces[0].names) for s in spaces):
+        raise ValueError(f"`{arg}`: the datasets have different action spaces {[s.names for s in spaces]}.")
+    dataset = torch.utils.data.ConcatDataset(parts)
+    if len(dataset) == 0:
+        raise ValueError(f"`{arg}`: {paths} hold no pair of consecutive frames.")
+    dataset.action_space = spaces[0]
+    return dataset
 
 
 def split_by_episode(dataset, fraction: float, seed: int):
@@ -149,14 +168,11 @@ def main(args):
     os.makedirs(args.output_dir, exist_ok=True)
 
     # 1. frame pairs: 2-frame clips at stride 1, so every consecutive pair inside an unbroken run
-    dataset = load_clip_datasets(args.dataset_dir, clip_length=2)
+    dataset = load_pairs(args.dataset_dir, "--dataset_dir")
     space = dataset.action_space
     if args.validation_dataset_dir:
-        train_set, held_set = (
-            dataset,
-            load_clip_datasets(args.validation_dataset_dir, 2, arg="--validation_dataset_dir"),
-        )
-        if held_set.action_space != space:
+        train_set, held_set = dataset, load_pairs(args.validation_dataset_dir, "--validation_dataset_dir")
+        if tuple(held_set.action_space.names) != tuple(space.names):
             raise ValueError("--validation_dataset_dir has another action space than --dataset_dir.")
     else:
         train_set, held_set = split_by_episode(dataset, args.validation_fraction, args.seed)
