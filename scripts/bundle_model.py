@@ -21,25 +21,31 @@ import numpy as np
 
 
 def evaluation_table(report: dict) -> str:
-    """Markdown rows from a `yan evaluate` JSON: PSNR/SSIM per horizon beside the copy-last-frame baseline."""
+    """Markdown tables from a `yan evaluate` JSON: PSNR/SSIM per horizon beside copy-last-frame, and the IDM probe."""
+    res = report["results"]
     rows = [
-        "| horizon (actions) | PSNR model (dB) | PSNR copy-last (dB) | SSIM model | SSIM copy-last | samples |",
+        "| horizon (actions) | PSNR model (dB) | PSNR copy-last (dB) | SSIM model | SSIM copy-last | predictions |",
         "|---|---|---|---|---|---|",
     ]
-    for h, r in sorted(report["horizons"].items(), key=lambda kv: int(kv[0])):
+    for h, r in sorted(res["horizons"].items(), key=lambda kv: int(kv[0])):
         rows.append(
-            f"| {h} | {r['model']['psnr']['mean']:.2f} | {r['copy_last']['psnr']['mean']:.2f} |"
-            f" {r['model']['ssim']['mean']:.3f} | {r['copy_last']['ssim']['mean']:.3f} | {r['model']['psnr']['count']} |"
+            f"| {h} | {r['psnr']['model']['mean']:.2f} | {r['psnr']['copy_last']['mean']:.2f} |"
+            f" {r['ssim']['model']['mean']:.3f} | {r['ssim']['copy_last']['mean']:.3f} | {r['psnr']['model']['count']} |"
         )
-    idm = report.get("inverse_dynamics")
+    idm = res.get("idm")
     if idm:
         rows += [
             "",
-            "| inverse-dynamics probe | exact-match accuracy | per-button accuracy |",
+            "| inverse-dynamics probe: frame pairs | exact-match accuracy | per-button accuracy |",
             "|---|---|---|",
-            f"| real engine frame pairs | {idm['real']['exact_match']:.3f} | {idm['real']['per_button']:.3f} |",
-            f"| generated frame pairs | {idm['generated']['exact_match']:.3f} | {idm['generated']['per_button']:.3f} |",
-            f"| ratio generated / real | {idm['ratio']['exact_match']:.3f} | {idm['ratio']['per_button']:.3f} |",
+            f"| real engine | {idm['real']['exact_match']:.3f} | {idm['real']['per_button_mean']:.3f} |",
+            f"| generated (rollout) | {idm['rollout']['exact_match']:.3f} | {idm['rollout']['per_button_mean']:.3f} |",
+            f"| generated (teacher-forced) | {idm['teacher_forced']['exact_match']:.3f} |"
+            f" {idm['teacher_forced']['per_button_mean']:.3f} |",
+            f"| always the most common action | {idm['majority_guess_exact_match']:.3f} | |",
+            "",
+            f"Rollout / real exact-match ratio: {idm['rollout_over_real_exact_match']:.2f}; teacher-forced / real:"
+            f" {idm['teacher_forced_over_real_exact_match']:.2f}.",
         ]
     return "\n".join(rows)
 
