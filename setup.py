@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 # never pulls the CUDA packages.
 install_requires = [
     "torch>=2.4",
-    "diffusers>=0.33",
+    "diffusers>=0.42",  # the `dtype=` loading argument; the version the suite runs against
     "transformers>=4.46",
     "accelerate>=1.0",
     "safetensors>=0.4",

@@ -148,7 +148,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = (lambda dt: YanSimPipeline.from_pretrained(args.model, torch_dtype=dt)) if args.model else small_pipeline
+    load = (lambda dt: YanSimPipeline.from_pretrained(args.model, dtype=dt)) if args.model else small_pipeline
     pipe = load(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(0)

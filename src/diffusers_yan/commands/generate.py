@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --image {args.image!r} is not a file.", file=sys.stderr)
         return 2
     dtype = getattr(torch, args.dtype)
-    pipe = YanSimPipeline.from_pretrained(model, torch_dtype=dtype).to(args.device)
+    pipe = YanSimPipeline.from_pretrained(model, dtype=dtype).to(args.device)
     try:
         actions = pipe.action_space.parse(args.actions, arg="--actions")
     except (ValueError, TypeError) as e:

@@ -122,7 +122,7 @@ def convert_wan_to_yan_gen(
         dtype = _checkpoint_dtype(wan_path / "transformer")
         transformer = YanGenTransformer3DModel.from_pretrained(
             wan_path / "transformer",
-            torch_dtype=dtype,
+            dtype=dtype,
             action_space=None if action_space is None else action_space.to_dict(),
             action_embed_dim=action_embed_dim,
             action_num_tokens=action_num_tokens,

@@ -51,7 +51,7 @@ EXAMPLE_DOC_STRING = """
         >>> from diffusers_yan import YanGenPipeline
 
         >>> # a folder made by `yan convert-wan --wan Wan2.1-I2V-14B-480P-Diffusers --out yan-gen-i2v`, then trained
-        >>> pipe = YanGenPipeline.from_pretrained("yan-gen-i2v", torch_dtype=torch.bfloat16)
+        >>> pipe = YanGenPipeline.from_pretrained("yan-gen-i2v", dtype=torch.bfloat16)
         >>> pipe.enable_model_cpu_offload()
         >>> start = load_image("start.png")
         >>> g = torch.Generator().manual_seed(0)
