@@ -60,9 +60,10 @@ def small_pipeline(dtype=torch.float32) -> YanSimPipeline:
 
 
 @torch.no_grad()
-def rollout_without_cache(pipe: YanSimPipeline, image, actions, steps: int, generator) -> list[float]:
+def rollout_without_cache(pipe: YanSimPipeline, image, actions, steps: int, generator):
     """The plain path: the same shift-window sampler, but each call re-encodes the last ``temporal_cache_size``
-    clean frames through the UNet instead of reading their keys/values from the cache."""
+    clean frames through the UNet instead of reading their keys/values from the cache. Yields the latency of each
+    step (one action, one emitted frame)."""
     window_len = pipe.unet.config.temporal_cache_size
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(steps)
@@ -73,9 +74,8 @@ def rollout_without_cache(pipe: YanSimPipeline, image, actions, steps: int, gene
     _, vae_cache = pipe.vae.decode_stream(z0.to(pipe.vae.dtype))
     context, context_actions = [z0], [torch.zeros(1, pipe.action_space.dim, dtype=dtype)]
     window = z0[:, :, :0]
-    latencies = []
+    t0 = time.perf_counter()
     for i in range(len(actions) + steps - 1):
-        t0 = time.perf_counter()
         action = actions[max(i - (steps - 1), 0)][None].to(dtype)
         noise = torch.randn(z0.shape, generator=generator).to(dtype)
         window = torch.cat([window, noise], 2)
@@ -96,12 +96,13 @@ def rollout_without_cache(pipe: YanSimPipeline, image, actions, steps: int, gene
             _, vae_cache = pipe.vae.decode_stream(
                 (clean / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).to(pipe.vae.dtype), vae_cache
             )
-            latencies.append(time.perf_counter() - t0)
-    return latencies
+            yield time.perf_counter() - t0, None
+            t0 = time.perf_counter()
 
 
 @torch.no_grad()
-def rollout_with_cache(pipe: YanSimPipeline, image, actions, steps: int, seed: int) -> list[float]:
+def rollout_with_cache(pipe: YanSimPipeline, image, actions, steps: int, seed: int):
+    """The pipeline as a player drives it: one call per action. Yields (latency, KV-cache bytes) per step."""
     out = pipe(
         image=image,
         actions=actions[:1],
@@ -109,12 +110,11 @@ def rollout_with_cache(pipe: YanSimPipeline, image, actions, steps: int, seed: i
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
     )
-    state, latencies = out.state, []
+    state = out.state
     for a in actions[1:]:
         t0 = time.perf_counter()
         state = pipe(state=state, actions=a[None], num_inference_steps=steps, output_type="np").state
-        latencies.append(time.perf_counter() - t0)
-    return latencies
+        yield time.perf_counter() - t0, state.kv_cache.nbytes
 
 
 def summarize(lat: list[float], frames_per_call: int, early=(10, 60), late=(250, 300)) -> dict:
@@ -171,18 +171,27 @@ def main(argv=None):
     fpa = pipe.frames_per_action
     results = {}
 
-    lat = rollout_with_cache(pipe, image, actions, args.num_inference_steps, 0)
-    results["fp32 + KV cache"] = summarize(lat, fpa)
-    results["fp32 + KV cache"]["peak_rss_mb"] = peak_rss_mb()
-    if not args.skip_no_cache:
-        lat_nc = rollout_without_cache(
-            pipe, image, actions[1:], args.num_inference_steps, torch.Generator().manual_seed(0)
-        )
-        results["fp32, recompute context (no cache)"] = summarize(lat_nc, fpa)
+    # the variants run in lockstep, one step of each in turn, so that a change in the machine's load hits all alike
     pipe_bf16 = load(torch.bfloat16)
     pipe_bf16.set_progress_bar_config(disable=True)
-    lat_bf = rollout_with_cache(pipe_bf16, image, actions, args.num_inference_steps, 0)
-    results["bf16 + KV cache"] = summarize(lat_bf, fpa)
+    variants = {
+        "fp32 + KV cache": rollout_with_cache(pipe, image, actions, args.num_inference_steps, 0),
+        "bf16 + KV cache": rollout_with_cache(pipe_bf16, image, actions, args.num_inference_steps, 0),
+    }
+    if not args.skip_no_cache:
+        variants["fp32, recompute context (no cache)"] = rollout_without_cache(
+            pipe, image, actions[1:], args.num_inference_steps, torch.Generator().manual_seed(0)
+        )
+    records = {name: [] for name in variants}
+    for steps in zip(*variants.values()):
+        for name, record in zip(variants, steps):
+            records[name].append(record)
+    results = {}
+    for name, recs in records.items():
+        results[name] = summarize([r[0] for r in recs], fpa)
+    cache_bytes = [r[1] for r in records["fp32 + KV cache"]]
+    results["fp32 + KV cache"]["kv_cache_mb"] = (cache_bytes[59] / 2**20, cache_bytes[-1] / 2**20)
+    results["fp32 + KV cache"]["peak_rss_mb"] = peak_rss_mb()
 
     base = results["fp32 + KV cache"]
     ratios = {
@@ -215,7 +224,12 @@ def main(argv=None):
             f"| {name} | {r['early_median_ms']:.1f} | {r['early_p90_ms']:.1f} | {r['late_median_ms']:.1f} |"
             f" {r['late_p90_ms']:.1f} | {r['late_over_early']:.3f} | {r['frames_per_s']:.1f} |"
         )
-    lines += ["", f"peak resident memory: {base['peak_rss_mb']:.0f} MB"]
+    kv_early, kv_late = base["kv_cache_mb"]
+    lines += [
+        "",
+        f"- KV cache of a world: {kv_early:.2f} MB at step 60, {kv_late:.2f} MB at step {len(cache_bytes)}",
+        f"- peak resident memory of the whole run (all variants in one process): {base['peak_rss_mb']:.0f} MB",
+    ]
     if args.note:
         lines += [f"- note: {args.note}"]
     lines += [f"- {k}: {v:.2f}x" for k, v in ratios.items()]
