@@ -1,0 +1,304 @@
+// The Yan Space game page: held keys go up a WebSocket, JPEG frames come down and are drawn on a canvas.
+// Protocol: see diffusers_yan/space/server.py. Every tab has its own session (id kept in sessionStorage, so a
+// reload resumes the same world while it is alive); custom key bindings are kept in localStorage per model.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  config: null, model: null, info: null, ws: null, sessionId: null,
+  heldKeys: new Set(), heldButtons: new Set(), bindings: {}, status: "connecting",
+  expected: 0, pendingMeta: null, queue: [], lastFrameAt: 0, gap: 0, startIndex: 0, listeningFor: null,
+  framesDrawn: 0,
+};
+window.yan = state; // for debugging and the browser test
+
+// ------------------------------------------------------------------ helpers
+function message(text, isError = false) {
+  const el = $("message");
+  el.textContent = text || "";
+  el.classList.toggle("error", !!isError);
+}
+function send(obj) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+}
+function prettyKey(code) {
+  const arrows = { ArrowUp: "↑", ArrowDown: "↓", ArrowLeft: "←", ArrowRight: "→" };
+  return arrows[code] || code.replace(/^Key/, "").replace(/^Digit/, "");
+}
+function bindingsKey() { return "yan-bindings-" + state.model; }
+
+// ------------------------------------------------------------------ setup
+async function init() {
+  const response = await fetch("api/config");
+  state.config = await response.json();
+  const select = $("model");
+  for (const m of state.config.models) select.add(new Option(`${m.name} (${m.kind})`, m.name));
+  const saved = sessionStorage.getItem("yan-model");
+  state.model = state.config.models.some((m) => m.name === saved) ? saved : state.config.default_model;
+  select.value = state.model;
+  select.onchange = () => {
+    sessionStorage.setItem("yan-model", select.value);
+    sessionStorage.removeItem("yan-session");
+    location.reload();
+  };
+  $("max-sessions").textContent = state.config.max_sessions;
+  $("idle-timeout").textContent = Math.round(state.config.idle_timeout);
+  if (!state.config.clip_path) $("clip-link").style.display = "none";
+  state.info = state.config.models.find((m) => m.name === state.model);
+  const custom = localStorage.getItem(bindingsKey());
+  state.bindings = custom ? JSON.parse(custom) : { ...state.info.key_bindings };
+  const canvas = $("screen");
+  canvas.width = state.info.width;
+  canvas.height = state.info.height;
+  buildStarts();
+  buildPad();
+  buildBindings();
+  connect();
+}
+
+function buildStarts() {
+  const box = $("starts");
+  box.innerHTML = "";
+  for (let i = 0; i < state.info.num_start_frames; i++) {
+    const img = new Image();
+    img.src = `api/models/${encodeURIComponent(state.model)}/start-frames/${i}.png`;
+    img.title = `start frame ${i + 1}`;
+    img.onclick = () => { chooseStart(i); send({ type: "reset", start: { kind: "bundled", index: i }, seed: seed() }); };
+    box.appendChild(img);
+  }
+  chooseStart(0);
+  if (state.info.num_start_frames === 0) message("This model has no bundled start frames: upload an image to start.");
+}
+function chooseStart(i) {
+  state.startIndex = i;
+  [...$("starts").children].forEach((el, j) => el.classList.toggle("chosen", j === i));
+}
+function seed() {
+  const v = $("seed").value.trim();
+  return v === "" ? null : Number(v);
+}
+
+function buildPad() {
+  const pad = $("pad");
+  pad.innerHTML = "";
+  for (const name of state.info.buttons) {
+    const b = document.createElement("button");
+    b.textContent = name.replace(/_/g, " ");
+    b.dataset.button = name;
+    const press = (e) => { e.preventDefault(); state.heldButtons.add(name); b.classList.add("held"); sendKeys(); };
+    const release = (e) => {
+      e.preventDefault();
+      if (state.heldButtons.delete(name)) { b.classList.remove("held"); sendKeys(); }
+    };
+    b.addEventListener("pointerdown", press);
+    b.addEventListener("pointerup", release);
+    b.addEventListener("pointerleave", release);
+    b.addEventListener("pointercancel", release);
+    b.addEventListener("contextmenu", (e) => e.preventDefault());
+    pad.appendChild(b);
+  }
+}
+
+function buildBindings() {
+  const table = $("bindings");
+  table.innerHTML = "";
+  for (const name of state.info.buttons) {
+    const row = table.insertRow();
+    row.insertCell().textContent = name;
+    const cell = row.insertCell();
+    for (const [code, button] of Object.entries(state.bindings)) {
+      if (button !== name) continue;
+      const k = document.createElement("kbd");
+      k.textContent = prettyKey(code);
+      k.title = `${code} (click to remove)`;
+      k.dataset.code = code;
+      k.onclick = () => { delete state.bindings[code]; saveBindings(); };
+      cell.appendChild(k);
+    }
+    const add = document.createElement("button");
+    add.textContent = state.listeningFor === name ? "press a key…" : "+";
+    add.classList.toggle("listening", state.listeningFor === name);
+    add.onclick = () => { state.listeningFor = name; buildBindings(); };
+    cell.appendChild(add);
+  }
+}
+function saveBindings() {
+  localStorage.setItem(bindingsKey(), JSON.stringify(state.bindings));
+  buildBindings();
+  send({ type: "bindings", bindings: state.bindings });
+}
+$("bindings-reset").onclick = () => {
+  localStorage.removeItem(bindingsKey());
+  state.bindings = { ...state.info.key_bindings };
+  buildBindings();
+  send({ type: "bindings", bindings: {} });
+};
+
+// ------------------------------------------------------------------ the WebSocket
+function connect() {
+  const url = new URL("ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url);
+  ws.binaryType = "blob";
+  state.ws = ws;
+  ws.onopen = () => {
+    const custom = localStorage.getItem(bindingsKey());
+    send({ type: "hello", session: sessionStorage.getItem("yan-session"), model: state.model,
+           bindings: custom ? JSON.parse(custom) : null });
+  };
+  ws.onmessage = (event) => {
+    if (typeof event.data !== "string") { onFrame(event.data); return; }
+    const msg = JSON.parse(event.data);
+    if (msg.type === "hello") {
+      state.sessionId = msg.session;
+      sessionStorage.setItem("yan-session", msg.session);
+      onStatus(msg);
+    } else if (msg.type === "status") {
+      onStatus(msg);
+      if (msg.message) message(msg.message);
+    } else if (msg.type === "frame") {
+      onMeta(msg);
+    } else if (msg.type === "error") {
+      message(msg.message, true);
+    }
+  };
+  ws.onclose = () => {
+    setStatus("disconnected");
+    if (state.status !== "closed") setTimeout(connect, 1500);
+  };
+}
+
+function setStatus(status, position) {
+  state.status = status;
+  const label = status === "queued" && position ? `queued · #${position} in line` : status;
+  $("status").textContent = label;
+  const playing = status === "playing" || status === "queued";
+  $("play").textContent = playing ? "Pause" : "Start";
+  const overlay = $("overlay");
+  if (status === "queued") {
+    overlay.innerHTML = `<div class="big">Waiting for a free seat</div><div class="small">You are #${position || "?"}`
+      + ` in line · ${state.config.max_sessions} players at a time</div>`;
+    overlay.classList.remove("hidden");
+  } else if (status === "closed") {
+    overlay.innerHTML = '<div class="big">This world was freed</div><div class="small">Reload the page for a new one</div>';
+    overlay.classList.remove("hidden");
+  } else if (status === "playing" || state.framesDrawn > 0) {
+    overlay.classList.add("hidden");
+  }
+}
+function onStatus(msg) {
+  setStatus(msg.status, msg.queue_position);
+  $("record").checked = !!msg.record;
+  if (msg.frame_index !== undefined) $("frame-counter").textContent = msg.frame_index;
+  if (msg.status === "closed") { sessionStorage.removeItem("yan-session"); }
+}
+
+function onMeta(msg) {
+  state.pendingMeta = msg;
+  state.expected = msg.n || 0;
+  const now = performance.now();
+  // spread the frames of one model call over the time between calls (2 video frames per action by default)
+  if (state.lastFrameAt) state.gap = Math.min(150, (now - state.lastFrameAt) / Math.max(1, msg.n || 1));
+  state.lastFrameAt = now;
+  $("frame-counter").textContent = msg.frame_index;
+  if (msg.fps !== undefined) $("fps").textContent = msg.fps.toFixed(1);
+  if (msg.latency_ms !== undefined) $("latency").textContent = `${Math.round(msg.latency_ms)} ms`;
+  if (msg.action) $("action").textContent = msg.action.length ? msg.action.join(" + ") : "NOOP";
+  if (msg.status && msg.status !== state.status && msg.status !== "ready") setStatus(msg.status);
+}
+
+async function onFrame(blob) {
+  const bitmap = await createImageBitmap(blob);
+  state.queue.push(bitmap);
+  // never fall behind: if frames pile up (a slow tab), drop the oldest
+  while (state.queue.length > 4) state.queue.shift().close();
+  if (state.queue.length === 1) pump();
+}
+function pump() {
+  const bitmap = state.queue[0];
+  if (!bitmap) return;
+  const canvas = $("screen");
+  if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+    canvas.width = bitmap.width; canvas.height = bitmap.height;
+  }
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  state.framesDrawn++;
+  if (state.framesDrawn === 1 && state.status !== "queued") $("overlay").classList.add("hidden");
+  setTimeout(() => { state.queue.shift(); bitmap.close(); pump(); }, state.queue.length > 2 ? 0 : state.gap);
+}
+
+// ------------------------------------------------------------------ keys
+function sendKeys() {
+  send({ type: "keys", keys: [...state.heldKeys], buttons: [...state.heldButtons] });
+  for (const k of document.querySelectorAll("#bindings kbd")) k.classList.toggle("held", state.heldKeys.has(k.dataset.code));
+  for (const b of document.querySelectorAll("#pad button")) {
+    const viaKey = [...state.heldKeys].some((code) => state.bindings[code] === b.dataset.button);
+    b.classList.toggle("held", viaKey || state.heldButtons.has(b.dataset.button));
+  }
+}
+function typing(e) {
+  const t = e.target;
+  return t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA");
+}
+window.addEventListener("keydown", (e) => {
+  if (state.listeningFor) {
+    e.preventDefault();
+    if (e.code !== "Escape") state.bindings[e.code] = state.listeningFor;
+    state.listeningFor = null;
+    saveBindings();
+    return;
+  }
+  if (typing(e)) return;
+  if (!(e.code in state.bindings)) return;
+  e.preventDefault(); // arrows and space must not scroll the page
+  if (e.repeat || state.heldKeys.has(e.code)) return; // auto-repeat: the key is already held, nothing to send
+  state.heldKeys.add(e.code);
+  sendKeys();
+});
+window.addEventListener("keyup", (e) => {
+  if (state.heldKeys.delete(e.code)) { e.preventDefault(); sendKeys(); }
+});
+function releaseAll() {
+  if (state.heldKeys.size || state.heldButtons.size) {
+    state.heldKeys.clear(); state.heldButtons.clear(); sendKeys();
+  }
+}
+window.addEventListener("blur", releaseAll); // a key released in another window never sends keyup here
+document.addEventListener("visibilitychange", () => { if (document.hidden) releaseAll(); });
+
+// ------------------------------------------------------------------ buttons
+$("play").onclick = () => {
+  const playing = state.status === "playing" || state.status === "queued";
+  send({ type: playing ? "pause" : "play" });
+  $("screen").focus();
+};
+$("step").onclick = () => send({ type: "step" });
+$("reset").onclick = () => send({ type: "reset", seed: seed() });
+$("record").onchange = (e) => send({ type: "record", on: e.target.checked });
+$("download").onclick = async () => {
+  if (!state.sessionId) return;
+  message("Encoding the recording…");
+  const r = await fetch(`api/sessions/${state.sessionId}/recording.mp4`);
+  if (!r.ok) { message((await r.json()).error, true); return; }
+  const url = URL.createObjectURL(await r.blob());
+  const a = document.createElement("a");
+  a.href = url; a.download = "yan-session.mp4"; a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  message("Recording downloaded.");
+};
+$("upload").onchange = async (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (!file || !state.sessionId) return;
+  if (file.size > state.config.max_upload_bytes) { message("That file is too large.", true); return; }
+  message("Uploading…");
+  const r = await fetch(`api/sessions/${state.sessionId}/start-image`, { method: "POST", body: file,
+    headers: { "Content-Type": "application/octet-stream" } });
+  const body = await r.json().catch(() => ({ error: `upload failed (HTTP ${r.status})` }));
+  if (!r.ok) { message(body.error, true); return; }
+  chooseStart(-1);
+  message(`New world from ${file.name}.`);
+  send({ type: "reset", start: { kind: "upload" }, seed: seed() });
+};
+
+init().catch((e) => message(`Could not load the page's configuration: ${e}`, true));
