@@ -206,3 +206,20 @@ def test_browser_hold_keys_and_two_pages_see_different_worlds(served_app, browse
     time.sleep(0.5)
     assert _counter(one) == paused
     assert not errors, errors
+
+
+def test_yan_play_cli_refuses_bad_arguments(model_dir, capsys):  # noqa: F811
+    from diffusers_yan.cli import build_parser, main
+
+    args = build_parser().parse_args(["play"])
+    assert (args.host, args.port, args.max_sessions, args.idle_timeout, args.share) == (
+        "127.0.0.1",
+        7860,
+        2,
+        300,
+        False,
+    )
+    assert main(["play", "--model", os.path.join(model_dir, "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["play", "--model", model_dir, "--max-sessions", "0"]) == 2
+    assert "max_sessions" in capsys.readouterr().err

@@ -373,12 +373,12 @@ def test_clip_mode_plays_actions_to_mp4(pipe):
     async def main():
         manager = manager_for(pipe)
         path = await manager.play_clip("MOVE_FORWARD*3,TURN_LEFT", start_index=1, seed=1)
-        assert os.path.getsize(path) > 0
-        os.remove(path)
+        assert os.path.getsize(path) > 0 and os.path.dirname(path) == manager.clip_dir
         with pytest.raises(SpaceError, match="unknown action"):
             await manager.play_clip("JUMP*3")
         with pytest.raises(SpaceError, match="At most"):
             await manager.play_clip("NOOP*1000")
         await manager.shutdown()
+        assert not os.path.exists(manager.clip_dir)
 
     run(main())

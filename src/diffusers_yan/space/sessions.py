@@ -35,6 +35,7 @@ import dataclasses
 import io
 import os
 import secrets
+import shutil
 import tempfile
 import time
 import warnings
@@ -308,6 +309,9 @@ class SessionManager:
         )
         self._background: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
+        # clip-mode videos are handed to Gradio by path (it copies them to its cache), so they are kept in one
+        # folder and pruned by age rather than deleted at once
+        self.clip_dir = tempfile.mkdtemp(prefix="yan-clips-")
 
     # ------------------------------------------------------------------ info
     def model_info(self, name: str) -> dict:
@@ -457,6 +461,7 @@ class SessionManager:
         for task in list(self._background):
             task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.clip_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ commands (the WebSocket messages)
     async def handle(self, session_id: str, message: Any) -> None:
@@ -775,7 +780,8 @@ class SessionManager:
                 image = im.convert("RGB")
         if not isinstance(seed, int) or not 0 <= seed < 2**62:
             raise SpaceError(f"`seed` must be an integer in [0, 2**62), got {seed!r}.")
-        handle, path = tempfile.mkstemp(prefix="yan-clip-", suffix=".mp4")
+        self._prune_clips()
+        handle, path = tempfile.mkstemp(prefix="clip-", suffix=".mp4", dir=self.clip_dir)
         os.close(handle)
         steps = self.config.num_inference_steps
 
@@ -796,6 +802,15 @@ class SessionManager:
             return await asyncio.get_running_loop().run_in_executor(self.executor, work)
         finally:
             self.slots.release(key)
+
+    def _prune_clips(self, max_age: float = 600.0) -> None:
+        now = time.time()
+        for entry in os.scandir(self.clip_dir):
+            try:
+                if now - entry.stat().st_mtime > max_age:
+                    os.remove(entry.path)
+            except OSError:  # removed meanwhile, or still being written on another thread
+                pass
 
     # ------------------------------------------------------------------ messages to the pages
     async def _emit(self, session: Session, meta: dict, frames: list | tuple = ()) -> None:

@@ -50,6 +50,7 @@ async function init() {
   const canvas = $("screen");
   canvas.width = state.info.width;
   canvas.height = state.info.height;
+  canvas.parentElement.style.aspectRatio = `${state.info.width} / ${state.info.height}`;
   buildStarts();
   buildPad();
   buildBindings();
@@ -71,7 +72,18 @@ function buildStarts() {
 }
 function chooseStart(i) {
   state.startIndex = i;
-  [...$("starts").children].forEach((el, j) => el.classList.toggle("chosen", j === i));
+  [...$("starts").children].forEach((el, j) => {
+    el.classList.toggle("chosen", j === i);
+    // before the first frame arrives, show the chosen start frame instead of a black screen
+    if (j === i && state.framesDrawn === 0) {
+      const draw = () => { if (state.framesDrawn === 0) paint(el); };
+      if (el.complete) draw(); else el.addEventListener("load", draw, { once: true });
+    }
+  });
+}
+function paint(image) {
+  const canvas = $("screen");
+  canvas.getContext("2d").drawImage(image, 0, 0, canvas.width, canvas.height);
 }
 function seed() {
   const v = $("seed").value.trim();
@@ -177,7 +189,7 @@ function setStatus(status, position) {
   const overlay = $("overlay");
   if (status === "queued") {
     overlay.innerHTML = `<div class="big">Waiting for a free seat</div><div class="small">You are #${position || "?"}`
-      + ` in line · ${state.config.max_sessions} players at a time</div>`;
+      + ` in line · ${state.config.max_sessions} playing at a time</div>`;
     overlay.classList.remove("hidden");
   } else if (status === "closed") {
     overlay.innerHTML = '<div class="big">This world was freed</div><div class="small">Reload the page for a new one</div>';
@@ -221,8 +233,8 @@ function pump() {
   if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
     canvas.width = bitmap.width; canvas.height = bitmap.height;
   }
-  canvas.getContext("2d").drawImage(bitmap, 0, 0);
   state.framesDrawn++;
+  paint(bitmap);
   if (state.framesDrawn === 1 && state.status !== "queued") $("overlay").classList.add("hidden");
   setTimeout(() => { state.queue.shift(); bitmap.close(); pump(); }, state.queue.length > 2 ? 0 : state.gap);
 }
