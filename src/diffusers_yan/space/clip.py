@@ -1,8 +1,8 @@
 """The request/response mode of the Space: "play these actions, get the clip", as an ordinary Gradio event.
 
 This is the mode for Spaces on shared GPUs (ZeroGPU), where a GPU is lent per call and not held between calls, so
-a live game loop is not possible. On such a Space, the ``spaces`` package is installed and the model call is
-wrapped in ``spaces.GPU``; elsewhere it runs as is.
+a live game loop is not possible. (Not done yet: wrapping the model call in ``spaces.GPU`` when the ``spaces``
+package is installed, which a ZeroGPU Space needs.)
 """
 
 from __future__ import annotations
