@@ -47,7 +47,7 @@ extras["test"] = sorted(
         + extras["train"]
         + extras["space"]
         + extras["text"]
-        + ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6"]
+        + ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6", "playwright>=1.45"]
     )
 )
 
@@ -61,7 +61,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"diffusers_yan": ["assets/**/*"]},
+    package_data={"diffusers_yan": ["assets/**/*", "space/static/*"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,
