@@ -23,39 +23,16 @@ import sys
 import time
 
 import torch
-from diffusers import DDIMScheduler
 
-from diffusers_yan import AutoencoderKLYan, YanSimPipeline, YanSimUNetModel
+from bench_yan_sim import small_pipeline  # the same random stand-in as the streaming benchmark
+from diffusers_yan import YanSimPipeline
 from diffusers_yan.bundled import BUNDLED_MODELS
 from diffusers_yan.space import SessionManager, SpaceConfig
 
 
 def small_random_pipeline() -> YanSimPipeline:
-    """Random weights in the architecture the bundled model is trained with (64x48 frames, VAE 8x spatial and 1x
-    temporal compression, 16 latent channels; UNet 64/128 channels): stands in while that model is not installed."""
-    torch.manual_seed(0)
-    vae = AutoencoderKLYan(
-        latent_channels=16,
-        block_out_channels=(32, 64, 128),
-        layers_per_block=1,
-        norm_num_groups=16,
-        spatial_compression_ratio=8,
-        temporal_compression_ratio=1,
-    )
-    unet = YanSimUNetModel(
-        sample_size=(6, 8),  # latent height x width of 48x64 frames
-        in_channels=16,
-        out_channels=16,
-        block_out_channels=(64, 128),
-        layers_per_block=1,
-        attention_levels=(True, True),
-        attention_head_dim=32,
-        norm_num_groups=16,
-        action_embed_dim=128,
-        temporal_cache_size=16,
-    )
-    scheduler = DDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True)
-    return YanSimPipeline(vae=vae.eval(), unet=unet.eval(), scheduler=scheduler)
+    """Random weights in the bundled model's architecture: stands in while that model is not installed."""
+    return small_pipeline()
 
 
 async def measure(pipe, players: int, seconds: float, warmup: float, torch_threads: int) -> dict:

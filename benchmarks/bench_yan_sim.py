@@ -56,7 +56,8 @@ def small_pipeline(dtype=torch.float32) -> YanSimPipeline:
         temporal_cache_size=16,
     )
     scheduler = DDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True)
-    return YanSimPipeline(vae=vae.eval(), unet=unet.eval(), scheduler=scheduler).to(dtype=dtype)
+    pipe = YanSimPipeline(vae=vae.eval(), unet=unet.eval(), scheduler=scheduler)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
 @torch.no_grad()

@@ -8,8 +8,10 @@ Names are imported lazily (as in :mod:`diffusers_yan`), e.g.:
 ```
 """
 
-import importlib
+import sys
 from typing import TYPE_CHECKING
+
+from diffusers.utils import _LazyModule
 
 
 # public name -> module (relative to this package)
@@ -37,24 +39,11 @@ _import_structure = {
     ],
     "captions": ["VLMCaptioner", "global_caption", "local_caption", "dominant_colours"],
 }
-_name_to_module = {name: mod for mod, names in _import_structure.items() for name in names}
-__all__ = sorted(_name_to_module)
-
-
-def __getattr__(name):
-    if name in _name_to_module:
-        value = getattr(importlib.import_module(f".{_name_to_module[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
-
-
 if TYPE_CHECKING:  # pragma: no cover
     from .balance import balance_dataset, balanced_cluster_counts, coverage_entropy  # noqa: F401
     from .collector import CollectConfig, collect  # noqa: F401
     from .env import DoomEnv, DoomEnvConfig  # noqa: F401
     from .loader import GameplayClipDataset, GameplayClipIterableDataset  # noqa: F401
+else:
+    # diffusers' own lazy module: names resolve (and their modules import) on first access
+    sys.modules[__name__] = _LazyModule(__name__, globals()["__file__"], _import_structure, module_spec=__spec__)

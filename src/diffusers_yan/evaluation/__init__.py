@@ -9,8 +9,10 @@ Names are imported lazily (as in :mod:`diffusers_yan`), e.g.:
 The command line is ``yan evaluate`` (:mod:`diffusers_yan.evaluation.cli`).
 """
 
-import importlib
+import sys
 from typing import TYPE_CHECKING
+
+from diffusers.utils import _LazyModule
 
 
 # public name -> module (relative to this package)
@@ -39,23 +41,10 @@ _import_structure = {
     ],
     "inverse_dynamics": ["YanInverseDynamicsModel", "button_labels", "idm_accuracy", "majority_accuracy"],
 }
-_name_to_module = {name: mod for mod, names in _import_structure.items() for name in names}
-__all__ = sorted(_name_to_module)
-
-
-def __getattr__(name):
-    if name in _name_to_module:
-        value = getattr(importlib.import_module(f".{_name_to_module[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
-
-
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import EvalWindow, evaluate_windows, load_eval_windows  # noqa: F401
     from .inverse_dynamics import YanInverseDynamicsModel  # noqa: F401
     from .metrics import frame_psnr, frame_ssim  # noqa: F401
+else:
+    # diffusers' own lazy module: names resolve (and their modules import) on first access
+    sys.modules[__name__] = _LazyModule(__name__, globals()["__file__"], _import_structure, module_spec=__spec__)
