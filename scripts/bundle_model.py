@@ -50,6 +50,18 @@ def evaluation_table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def machine_text(settings: dict) -> str:
+    machine = settings.get("machine", "")
+    if isinstance(machine, dict):
+        keep = [
+            f"{k} {v}"
+            for k, v in machine.items()
+            if k in ("cpu", "processor", "cores", "cpu_count", "torch_threads", "device")
+        ]
+        return ", ".join(keep) or ", ".join(f"{k} {v}" for k, v in machine.items())
+    return str(machine)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pipeline", required=True, help="YanSimPipeline folder written by train_yan_sim.py")
@@ -58,6 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--benchmark", default=None, help="markdown speed report (benchmarks/results/...) for the card")
     p.add_argument("--commands", default=None, help="shell file with the exact commands that produced the model")
     p.add_argument("--num_start_frames", type=int, default=4)
+    p.add_argument(
+        "--limitations", default=None, help="a markdown file with the model's known limitations for the card"
+    )
     p.add_argument("--name", default="yan-sim-doom")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -129,13 +144,13 @@ def main(argv=None) -> int:
             "",
             evaluation_table(report),
             "",
-            f"Command: `{settings.get('command', 'yan evaluate')}` ({settings.get('date', '')},"
-            f" {settings.get('machine', '')}).",
+            f"Command: `{settings.get('command', 'yan evaluate')}` ({settings.get('date', '')}; {machine_text(settings)}).",
         ]
         for note in report.get("notes", []):
             sections.append(f"- {note}")
     if args.benchmark:
-        sections += ["", "## Speed", "", open(args.benchmark).read().strip()]
+        speed = open(args.benchmark).read().strip().replace("\n## ", "\n### ")
+        sections += ["", "## Speed", "", "#" + speed if speed.startswith("## ") else speed]
     if args.commands:
         sections += [
             "",
@@ -147,14 +162,10 @@ def main(argv=None) -> int:
             open(args.commands).read().strip(),
             "```",
         ]
+    sections += ["", "## Limitations", ""]
+    if args.limitations:
+        sections += [open(args.limitations).read().strip(), ""]
     sections += [
-        "",
-        "## Limitations",
-        "",
-        "- Trained for well under an hour of 2-core CPU time on one scenario: expect blur, drift over long rollouts,"
-        " and worlds that forget rooms once they leave the 16-frame memory.",
-        "- Only the player's own motion is modelled well; monsters, items and doors are rare in its data.",
-        "",
         f"Card written by `scripts/bundle_model.py` on {datetime.date.today().isoformat()}.",
     ]
     with open(os.path.join(tmp, "README.md"), "w") as f:

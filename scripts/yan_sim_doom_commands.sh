@@ -16,4 +16,4 @@ OMP_NUM_THREADS=1 python training_examples/train_inverse_dynamics.py --dataset_d
 # 5. evaluation against the engine on the held-out episodes, and the bundled folder
 OMP_NUM_THREADS=1 yan evaluate --model outputs/train/sim --data outputs/data/mwh_heldout --horizons 1,8,32 --idm outputs/train/idm --num-threads 1 --json outputs/eval/yan-sim-doom.json
 python benchmarks/bench_yan_sim.py --model outputs/train/sim --steps 300 --threads 1 --out benchmarks/results/yan_sim_doom_speed.md
-python scripts/bundle_model.py --pipeline outputs/train/sim --heldout outputs/data/mwh_heldout --eval_json outputs/eval/yan-sim-doom.json --benchmark benchmarks/results/yan_sim_doom_speed.md --commands scripts/yan_sim_doom_commands.sh --out src/diffusers_yan/assets/models/yan-sim-doom
+python scripts/bundle_model.py --pipeline outputs/train/sim --heldout outputs/data/mwh_heldout --eval_json outputs/eval/yan-sim-doom.json --benchmark benchmarks/results/yan_sim_doom_speed.md --commands scripts/yan_sim_doom_commands.sh --limitations scripts/yan_sim_doom_limitations.md --out src/diffusers_yan/assets/models/yan-sim-doom
