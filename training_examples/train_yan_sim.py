@@ -170,19 +170,16 @@ def latent_actions(actions: torch.Tensor, temporal_ratio: int) -> torch.Tensor:
     return torch.cat([first, actions[:, 1::temporal_ratio]], dim=1)
 
 
-def add_noise_per_frame(scheduler: DDIMScheduler, latents, noise, timesteps):
-    """``scheduler.add_noise`` with one timestep per frame: latents ``[B, C, F, h, w]``, timesteps ``[B, F]``."""
-    alphas = scheduler.alphas_cumprod.to(latents.device)[timesteps]  # [B, F]
-    a = alphas.sqrt()[:, None, :, None, None].to(latents.dtype)
-    s = (1 - alphas).sqrt()[:, None, :, None, None].to(latents.dtype)
-    return a * latents + s * noise
+def per_frame_coefficients(scheduler: DDIMScheduler, timesteps: torch.Tensor, like: torch.Tensor):
+    """``(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`` per frame, shaped ``[B, 1, F, 1, 1]`` to broadcast over latents.
 
-
-def velocity_per_frame(scheduler: DDIMScheduler, latents, noise, timesteps):
-    alphas = scheduler.alphas_cumprod.to(latents.device)[timesteps]
-    a = alphas.sqrt()[:, None, :, None, None].to(latents.dtype)
-    s = (1 - alphas).sqrt()[:, None, :, None, None].to(latents.dtype)
-    return a * noise - s * latents
+    Forward diffusion is ``x_t = a x_0 + s eps`` and the v-prediction target is ``v = a eps - s x_0`` (Salimans & Ho
+    2022), each with its own ``t`` per frame (Diffusion Forcing).
+    """
+    alphas = scheduler.alphas_cumprod.to(like.device)[timesteps]  # [B, F]
+    a = alphas.sqrt()[:, None, :, None, None].to(like.dtype)
+    s = (1 - alphas).sqrt()[:, None, :, None, None].to(like.dtype)
+    return a, s
 
 
 @torch.no_grad()
@@ -332,9 +329,10 @@ def main(args):
                     b, f, scheduler.config.num_train_timesteps, inference_timesteps, args.p_inference_pattern, gen
                 ).to(accelerator.device)
                 noise = torch.randn(z.shape, generator=gen).to(z)
-                noisy = add_noise_per_frame(scheduler, z, noise, t)
+                a, s = per_frame_coefficients(scheduler, t, z)
+                noisy = a * z + s * noise
                 if args.prediction_type == "v_prediction":
-                    target = velocity_per_frame(scheduler, z, noise, t)
+                    target = a * noise - s * z
                 elif args.prediction_type == "epsilon":
                     target = noise
                 else:
