@@ -102,19 +102,13 @@ def rollout_without_cache(pipe: YanSimPipeline, image, actions, steps: int, gene
 
 
 @torch.no_grad()
-def rollout_with_cache(pipe: YanSimPipeline, image, actions, steps: int, seed: int):
+def rollout_with_cache(pipe: YanSimPipeline, image, actions, steps: int, seed: int, guidance_scale: float = 1.0):
     """The pipeline as a player drives it: one call per action. Yields (latency, KV-cache bytes) per step."""
-    out = pipe(
-        image=image,
-        actions=actions[:1],
-        num_inference_steps=steps,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="np",
-    )
-    state = out.state
+    kw = {"num_inference_steps": steps, "output_type": "np", "guidance_scale": guidance_scale}
+    state = pipe(image=image, actions=actions[:1], generator=torch.Generator().manual_seed(seed), **kw).state
     for a in actions[1:]:
         t0 = time.perf_counter()
-        state = pipe(state=state, actions=a[None], num_inference_steps=steps, output_type="np").state
+        state = pipe(state=state, actions=a[None], **kw).state
         yield time.perf_counter() - t0, state.kv_cache.nbytes
 
 
@@ -156,6 +150,11 @@ def main(argv=None):
     p.add_argument("--num_inference_steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--skip_no_cache", action="store_true")
+    p.add_argument(
+        "--guidance_scales",
+        default="",
+        help="comma-separated action guidance scales (> 1) to time beside the plain path, e.g. 2.5",
+    )
     p.add_argument("--out", default=None, help="append a markdown report here")
     p.add_argument("--note", default=None, help="a line about the conditions of the run, added to the report")
     args = p.parse_args(argv)
@@ -179,6 +178,13 @@ def main(argv=None):
         "fp32 + KV cache": rollout_with_cache(pipe, image, actions, args.num_inference_steps, 0),
         "bf16 + KV cache": rollout_with_cache(pipe_bf16, image, actions, args.num_inference_steps, 0),
     }
+    guidance_scales = [float(g) for g in args.guidance_scales.split(",") if g.strip()]
+    if any(not g > 1 for g in guidance_scales):
+        p.error(f"--guidance_scales must all be > 1, got {args.guidance_scales!r}")
+    for g in guidance_scales:
+        variants[f"fp32 + KV cache, action guidance {g:g}"] = rollout_with_cache(
+            pipe, image, actions, args.num_inference_steps, 0, guidance_scale=g
+        )
     if not args.skip_no_cache:
         variants["fp32, recompute context (no cache)"] = rollout_without_cache(
             pipe, image, actions[1:], args.num_inference_steps, torch.Generator().manual_seed(0)

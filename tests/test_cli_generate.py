@@ -53,6 +53,16 @@ def test_generate_refuses_bad_input(model_dir, tmp_path, capsys):
     bad.write_bytes(b"not a png")
     assert main(["generate", "--model", str(model_dir), "--image", str(bad), "--out", str(tmp_path / "x.mp4")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    args = ["generate", "--model", str(model_dir), "--guidance-scale", "0", "--out", str(tmp_path / "x.mp4")]
+    assert main(args) == 2
+    assert "--guidance-scale must be >= 1" in capsys.readouterr().err
+
+
+def test_generate_with_action_guidance(model_dir, tmp_path):
+    out = tmp_path / "guided.mp4"
+    args = ["generate", "--model", str(model_dir), "--actions", "MOVE_FORWARD*3", "--guidance-scale", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert iio.imread(out).shape[0] == 1 + 3 * 2
 
 
 def test_yan_entry_point_lists_commands():

@@ -340,7 +340,20 @@ def test_yan_evaluate_end_to_end(model_dir, doom_data, idm_dir, tmp_path):
     for key in ("model", "data", "horizons", "seed", "num_inference_steps", "machine", "date", "versions", "windows"):
         assert key in s
     assert s["horizons"] == [1, 2, 4] and s["seed"] == 3 and s["windows"]["num_windows"] == 2
+    assert s["guidance_scale"] == 1.0  # the folder's default
     assert any("LPIPS" in n for n in d["notes"]) and any("FVD" in n for n in d["notes"])
+    # with action guidance: recorded in the settings, and the generated frames (so the figures) change
+    guided = tmp_path / "guided.json"
+    rc = yan(
+        ["evaluate", "--model", str(model_dir), "--data", str(doom_data), "--horizons", "1,2,4", "--json",
+         str(guided), "--episodes", "2", "--starts-per-episode", "1", "--seed", "3", "--guidance-scale", "3"]
+    )  # fmt: skip
+    assert rc == 0
+    g = json.loads(guided.read_text())
+    assert g["settings"]["guidance_scale"] == 3.0
+    model_psnr = lambda r: r["results"]["horizons"]["4"]["psnr"]["model"]["mean"]  # noqa: E731
+    copy_psnr = lambda r: r["results"]["horizons"]["4"]["psnr"]["copy_last"]["mean"]  # noqa: E731
+    assert model_psnr(g) != model_psnr(d) and copy_psnr(g) == copy_psnr(d)
 
 
 def test_bad_input(model_dir, doom_data, idm_dir, tmp_path, capsys):
@@ -353,6 +366,7 @@ def test_bad_input(model_dir, doom_data, idm_dir, tmp_path, capsys):
     assert "--data" in err("--model", model_dir, "--data", tmp_path / "nodata")
     assert "horizons up to 59" in err("--model", model_dir, "--data", doom_data, "--horizons", "1,200")
     assert "--horizons" in err("--model", model_dir, "--data", doom_data, "--horizons", "0,x")
+    assert "--guidance-scale" in err("--model", model_dir, "--data", doom_data, "--guidance-scale", "0.5")
     assert "--idm" in err("--model", model_dir, "--data", doom_data, "--idm", tmp_path)
     other = tmp_path / "other"
     tiny_pipe(action_space={"buttons": ["MOVE_FORWARD", "ATTACK"]}).save_pretrained(other)

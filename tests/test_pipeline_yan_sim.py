@@ -284,3 +284,54 @@ def test_gym_env(pipe):
     check_env(YanSimEnv(pipe, start_images=[start_image(0)]), skip_render_check=True)
     with pytest.raises(ValueError, match="No start image"):
         YanSimEnv(pipe).reset()
+
+
+def test_action_guidance(pipe, tmp_path):
+    img = start_image(3)
+    plain = run(pipe, ACTIONS, image=img, seed=5).frames
+    np.testing.assert_array_equal(run(pipe, ACTIONS, image=img, seed=5, guidance_scale=1.0).frames, plain)
+    guided = run(pipe, ACTIONS, image=img, seed=5, guidance_scale=2.5).frames
+    assert np.abs(guided - plain).max() > 1e-3
+    # no button pressed: the conditional and the null branch are the same call, so guidance changes nothing (this
+    # also checks that the doubled batch shares the past through the KV cache correctly)
+    idle = run(pipe, ["NOOP"] * 5, image=img, seed=5).frames
+    np.testing.assert_allclose(run(pipe, ["NOOP"] * 5, image=img, seed=5, guidance_scale=3.0).frames, idle, atol=1e-5)
+    # the interactive contract holds with guidance: chained calls == one call; the future never changes the past
+    first = run(pipe, ACTIONS[:3], image=img, seed=5, guidance_scale=2.5)
+    rest = run(pipe, ACTIONS[3:], state=first.state, guidance_scale=2.5)
+    np.testing.assert_allclose(np.concatenate([first.frames, rest.frames], axis=1), guided, atol=1e-5)
+    other_future = run(pipe, ACTIONS[:3] + ["TURN_LEFT"] * 4, image=img, seed=5, guidance_scale=2.5).frames
+    np.testing.assert_allclose(other_future[:, :6], guided[:, :6], atol=1e-5)
+    # a batch of guided worlds == each world alone (same pre-drawn noise per world)
+    noise = torch.randn(2, 4, 4 + 3, 4, 4, generator=torch.Generator().manual_seed(6))
+    both = pipe(
+        image=[start_image(3), start_image(4)],
+        actions=ACTIONS[:4],
+        latents=noise,
+        output_type="np",
+        guidance_scale=2.0,
+    ).frames
+    for i in range(2):
+        alone = pipe(
+            image=start_image(3 + i),
+            actions=ACTIONS[:4],
+            latents=noise[i : i + 1],
+            output_type="np",
+            guidance_scale=2.0,
+        ).frames
+        np.testing.assert_allclose(both[i : i + 1], alone, atol=1e-5)
+    # the folder's default scale is saved in model_index.json and used when a call passes none
+    pipe.save_pretrained(tmp_path)
+    loaded = YanSimPipeline.from_pretrained(tmp_path, default_guidance_scale=2.5)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.default_guidance_scale == 2.5
+    loaded.save_pretrained(tmp_path / "guided")
+    assert json.loads((tmp_path / "guided" / "model_index.json").read_text())["default_guidance_scale"] == 2.5
+    reloaded = YanSimPipeline.from_pretrained(tmp_path / "guided")
+    reloaded.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(run(reloaded, ACTIONS, image=img, seed=5).frames, guided, atol=1e-5)
+    for bad in (0.5, float("nan"), "2", True):
+        with pytest.raises(ValueError, match="`guidance_scale` must be a finite number >= 1"):
+            pipe(image=img, actions=["NOOP"], guidance_scale=bad)
+    with pytest.raises(ValueError, match="`default_guidance_scale`"):
+        YanSimPipeline(vae=pipe.vae, unet=pipe.unet, scheduler=pipe.scheduler, default_guidance_scale=0)

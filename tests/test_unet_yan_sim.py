@@ -155,6 +155,30 @@ def test_cache_equivalence_one_call_vs_chunks(model):
     torch.testing.assert_close(torch.cat(outs, dim=2), full, atol=ATOL, rtol=0)
 
 
+def test_cache_batch_repeat_and_select(model):
+    """repeat_batch/select_batch re-slice a cache along the batch: a world's slice continues exactly like that world
+    continued alone (what guided sampling relies on when it doubles the batch)."""
+    sample, timestep, actions = inputs(model, batch_size=2, num_frames=5)
+    timestep[:, :3] = 0
+    with torch.no_grad():
+        cache = model(sample[:, :, :3], timestep[:, :3], actions[:, :3], cache_frames=3).kv_cache
+        doubled = cache.repeat_batch(2)
+        assert doubled.batch_size == 4 and doubled.num_frames == 3
+        for k, k2 in zip(cache.keys, doubled.keys):
+            torch.testing.assert_close(k2, torch.cat([k, k]))
+        both = model(sample[:, :, 3:], timestep[:, 3:], actions[:, 3:], kv_cache=cache).sample
+        for i in range(2):
+            one = cache.select_batch(i, i + 1)
+            assert one.batch_size == 1
+            alone = model(sample[i : i + 1, :, 3:], timestep[i : i + 1, 3:], actions[i : i + 1, 3:], kv_cache=one)
+            torch.testing.assert_close(alone.sample, both[i : i + 1], atol=ATOL, rtol=0)
+        torch.testing.assert_close(doubled.select_batch(2, 4).keys[0], cache.keys[0])
+    with pytest.raises(ValueError, match="`start`=1, `stop`=1"):
+        cache.select_batch(1, 1)
+    with pytest.raises(ValueError, match="`times`"):
+        cache.repeat_batch(0)
+
+
 def test_cache_pipeline_step_pattern(model):
     """The pipeline calls [last clean frame, S noisy frames] with cache_frames=1; that equals one causal call."""
     sample, timestep, actions = inputs(model, num_frames=6)

@@ -43,6 +43,12 @@ def register(subparsers) -> None:
     p.add_argument("--starts-per-episode", type=int, default=4, help="windows (start frames) drawn per episode")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of starts and the model's noise")
     p.add_argument("--num-inference-steps", type=int, default=4, help="denoising steps per frame")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="action guidance of the pipeline (default: the model folder's default_guidance_scale; 1 = off)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="worlds per call for the teacher-forced predictions")
     p.add_argument("--idm", default=None, help="a YanInverseDynamicsModel folder: adds the playability probe")
     p.add_argument(
@@ -100,6 +106,9 @@ def _settings(args, model_path: str, pipe, data_info: dict, notes: list[str]) ->
         "seeds": "window i: torch.Generator().manual_seed(seed + i) for its rollout and its teacher-forced batches;"
         " starts drawn with numpy default_rng(seed)",
         "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale
+        if args.guidance_scale is not None
+        else getattr(pipe.config, "default_guidance_scale", 1.0),
         "batch_size": args.batch_size,
         "idm": os.path.abspath(args.idm) if args.idm else None,
         "frames_per_action": pipe.frames_per_action,
@@ -171,6 +180,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"`--num-inference-steps` must be >= 1, got {args.num_inference_steps}.")
     if args.batch_size < 1:
         raise ValueError(f"`--batch-size` must be >= 1, got {args.batch_size}.")
+    if args.guidance_scale is not None and not args.guidance_scale >= 1.0:
+        raise ValueError(f"`--guidance-scale` must be >= 1 (1 = no action guidance), got {args.guidance_scale}.")
     if args.idm is not None and not os.path.isfile(os.path.join(args.idm, "config.json")):
         raise FileNotFoundError(f"`--idm`: {args.idm!r} is not a YanInverseDynamicsModel folder (no config.json).")
     if args.num_threads is not None:
@@ -221,6 +232,7 @@ def _run(args: argparse.Namespace) -> int:
         idm=idm,
         lpips_fn=lpips_fn,
         fvd_features=fvd_features,
+        guidance_scale=args.guidance_scale,
     )
     for n in notes:
         logger.info(n)

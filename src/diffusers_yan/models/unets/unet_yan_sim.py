@@ -109,6 +109,38 @@ class YanSimKVCache:
         """Memory held by the cached tensors, in bytes."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
+    def repeat_batch(self, times: int) -> "YanSimKVCache":
+        """The cache for a batch of ``times`` copies of this batch, one after another (e.g. ``2`` for a guided
+        call that runs a conditional and an unconditional half on the same past)."""
+        if times < 1:
+            raise ValueError(f"`times` must be >= 1, got {times}.")
+        return self._with(
+            tuple(t.repeat(times, 1, 1, 1) for t in self.keys),
+            tuple(t.repeat(times, 1, 1, 1) for t in self.values),
+            self.batch_size * times,
+        )
+
+    def select_batch(self, start: int, stop: int) -> "YanSimKVCache":
+        """The cache of worlds ``start .. stop - 1`` of the batch."""
+        if not 0 <= start < stop <= self.batch_size:
+            raise ValueError(f"`start`={start}, `stop`={stop} must satisfy 0 <= start < stop <= {self.batch_size}.")
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            per_world = t.shape[0] // self.batch_size  # rows are batch-major: [batch * height * width, ...]
+            return t[start * per_world : stop * per_world]
+
+        return self._with(tuple(map(rows, self.keys)), tuple(map(rows, self.values)), stop - start)
+
+    def _with(self, keys, values, batch_size: int) -> "YanSimKVCache":
+        return YanSimKVCache(
+            keys=keys,
+            values=values,
+            num_frames=self.num_frames,
+            batch_size=batch_size,
+            latent_size=self.latent_size,
+            fingerprint=self.fingerprint,
+        )
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "YanSimKVCache":
         """A copy of the cache on another device and/or dtype."""
         return YanSimKVCache(

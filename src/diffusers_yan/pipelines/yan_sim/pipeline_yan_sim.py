@@ -95,6 +95,11 @@ def _to_pil(image: Any, arg: str = "image") -> PIL.Image.Image:
     )
 
 
+def _check_guidance_scale(value, arg: str = "guidance_scale") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 1.0:
+        raise ValueError(f"`{arg}` must be a finite number >= 1 (1 = no action guidance), got {value!r}.")
+
+
 class YanSimPipeline(DiffusionPipeline):
     r"""
     Yan-Sim: an action-conditioned, real-time world simulator (causal VAE + action-cross-attention UNet + DDIM).
@@ -104,6 +109,9 @@ class YanSimPipeline(DiffusionPipeline):
         unet ([`YanSimUNetModel`]): denoiser with spatial, action cross- and causal temporal attention; its config
             holds the action space (``pipe.action_space``).
         scheduler ([`~diffusers.DDIMScheduler`]): deterministic few-step sampler (4 steps, trailing spacing).
+        default_guidance_scale (`float`, defaults to 1.0): the action guidance a call uses when it passes no
+            ``guidance_scale`` (saved in ``model_index.json``, so a model folder carries the scale it was evaluated
+            with).
 
     The interactive contract: N chained one-action calls give the same frames as one N-action call for the same
     seed; a future action never changes a past frame; no per-world data lives on the pipeline, so one pipeline
@@ -113,9 +121,17 @@ class YanSimPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet->vae"
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, vae: AutoencoderKLYan, unet: YanSimUNetModel, scheduler: DDIMScheduler):
+    def __init__(
+        self,
+        vae: AutoencoderKLYan,
+        unet: YanSimUNetModel,
+        scheduler: DDIMScheduler,
+        default_guidance_scale: float = 1.0,
+    ):
         super().__init__()
+        _check_guidance_scale(default_guidance_scale, arg="default_guidance_scale")
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        self.register_to_config(default_guidance_scale=float(default_guidance_scale))
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
         self._fingerprint = None
 
@@ -169,8 +185,18 @@ class YanSimPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ input checks
     def check_inputs(
-        self, image, actions, state, num_inference_steps, output_type, latents, callback_on_step_end_tensor_inputs
+        self,
+        image,
+        actions,
+        state,
+        num_inference_steps,
+        output_type,
+        latents,
+        callback_on_step_end_tensor_inputs,
+        guidance_scale=None,
     ):
+        if guidance_scale is not None:
+            _check_guidance_scale(guidance_scale)
         if image is None and state is None:
             raise ValueError("Pass `image` to start a world or `state` to continue one; both are None.")
         if image is not None and state is not None:
@@ -248,6 +274,27 @@ class YanSimPipeline(DiffusionPipeline):
             device=device, dtype=dtype
         )
 
+    def _predict(self, model_in, t, frame_actions, kv_cache, cache_frames: int, guidance_scale: float | None):
+        """One UNet call -> (prediction for the window frames, new KV cache). With ``guidance_scale``, the batch is
+        doubled: the second half sees the zero action on its window frames (the pending clean frame keeps its own
+        action, so both halves put the same keys/values in the cache and the first half's cache is kept)."""
+        if guidance_scale is None:
+            out = self.unet(model_in, t, actions=frame_actions, kv_cache=kv_cache, cache_frames=cache_frames)
+            return out.sample[:, :, cache_frames:], out.kv_cache
+        batch_size = model_in.shape[0]
+        null_actions = frame_actions.clone()
+        null_actions[:, cache_frames:] = 0
+        out = self.unet(
+            torch.cat([model_in, model_in]),
+            torch.cat([t, t]),
+            actions=torch.cat([frame_actions, null_actions]),
+            kv_cache=kv_cache.repeat_batch(2) if kv_cache is not None else None,
+            cache_frames=cache_frames,
+        )
+        cond, uncond = out.sample[:, :, cache_frames:].chunk(2)
+        new_cache = out.kv_cache.select_batch(0, batch_size) if out.kv_cache is not None else None
+        return uncond + guidance_scale * (cond - uncond), new_cache
+
     # ------------------------------------------------------------------ the call
     @torch.no_grad()
     def __call__(
@@ -262,6 +309,7 @@ class YanSimPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        guidance_scale: float | None = None,
     ):
         r"""
         Start a world from ``image`` or continue one from ``state``, and play ``actions`` in it.
@@ -285,6 +333,10 @@ class YanSimPipeline(DiffusionPipeline):
             callback_on_step_end (`Callable`): ``callback(pipe, step, timestep, callback_kwargs)`` after every model
                 call; ``callback_kwargs["latents"]`` is the shift window, and a returned ``"latents"`` replaces it.
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed to the callback (default ``["latents"]``).
+            guidance_scale (`float`, *optional*): action guidance. Above 1, every model call also runs the window
+                with no button pressed (the zero action) and extrapolates ``uncond + scale * (cond - uncond)``, so
+                the frames follow the actions more strongly, at twice the batch per call. ``None`` uses the model
+                folder's ``default_guidance_scale``; 1 turns it off. May change between calls of one world.
 
         Returns:
             [`YanSimPipelineOutput`] with the ``frames`` of this call (``frames_per_action`` per action) and the new
@@ -293,8 +345,18 @@ class YanSimPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. check inputs
         self.check_inputs(
-            image, actions, state, num_inference_steps, output_type, latents, callback_on_step_end_tensor_inputs
+            image,
+            actions,
+            state,
+            num_inference_steps,
+            output_type,
+            latents,
+            callback_on_step_end_tensor_inputs,
+            guidance_scale,
         )
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
+        do_guidance = guidance_scale > 1.0
         device = self._execution_device
         dtype = self.unet.dtype
         scheduler = copy.copy(self.scheduler)  # set_timesteps writes attributes: keep them off the shared scheduler
@@ -357,9 +419,9 @@ class YanSimPipeline(DiffusionPipeline):
                 if has_pending:
                     frame_actions = torch.cat([pending_action[:, None], frame_actions], dim=1)
                 # 3b. one model call: the pending clean frame enters the KV cache, every window frame moves one step
-                out = self.unet(model_in, t, actions=frame_actions, kv_cache=kv_cache, cache_frames=int(has_pending))
-                kv_cache = out.kv_cache
-                pred = out.sample[:, :, int(has_pending) :]
+                pred, kv_cache = self._predict(
+                    model_in, t, frame_actions, kv_cache, int(has_pending), guidance_scale if do_guidance else None
+                )
                 stepped = [
                     scheduler.step(pred[:, :, j], levels[j], window[:, :, j], eta=0.0).prev_sample
                     for j in range(n_win)
