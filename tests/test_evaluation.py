@@ -154,6 +154,10 @@ def test_idm_accuracy_maths():
     acc = idm_accuracy(pred, labels, ["A", "B", "C"])
     assert acc["exact_match"] == 0.5 and acc["per_button"] == {"A": 1.0, "B": 0.75, "C": 0.75}
     assert acc["per_button_mean"] == pytest.approx(2.5 / 3) and acc["num_pairs"] == 4
+    # A: held twice, both seen; B: held twice, one seen; C: never held, called held once in four
+    assert acc["per_button_rates"]["A"] == {"held": 0.5, "hit_rate": 1.0, "false_alarm_rate": 0.0}
+    assert acc["per_button_rates"]["B"] == {"held": 0.5, "hit_rate": 0.5, "false_alarm_rate": 0.0}
+    assert acc["per_button_rates"]["C"] == {"held": 0.0, "hit_rate": None, "false_alarm_rate": 0.25}
 
 
 @pytest.mark.parametrize("module", ["metrics", "inverse_dynamics"])

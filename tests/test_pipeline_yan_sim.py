@@ -330,6 +330,14 @@ def test_action_guidance(pipe, tmp_path):
     reloaded = YanSimPipeline.from_pretrained(tmp_path / "guided")
     reloaded.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(run(reloaded, ACTIONS, image=img, seed=5).frames, guided, atol=1e-5)
+    # a UNet whose config names another null action: guidance pushes away from that one, so idling changes too
+    pipe.unet.register_to_config(null_action=[0.5] * pipe.action_space.dim)
+    try:
+        moved = run(pipe, ["NOOP"] * 5, image=img, seed=5, guidance_scale=3.0).frames
+        assert np.abs(moved - idle).max() > 1e-3
+        np.testing.assert_array_equal(run(pipe, ["NOOP"] * 5, image=img, seed=5).frames, idle)
+    finally:
+        pipe.unet.register_to_config(null_action=None)
     for bad in (0.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match="`guidance_scale` must be a finite number >= 1"):
             pipe(image=img, actions=["NOOP"], guidance_scale=bad)

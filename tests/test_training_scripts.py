@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from datasets import load_from_disk
 
 from diffusers_yan import AutoencoderKLYan, YanSimPipeline
 from diffusers_yan.cli import main as yan
@@ -69,10 +71,17 @@ def test_sim_script_trains_saves_and_reloads(doom_data, trained_vae, tmp_path):
     run_script(
         SIM_SCRIPT, "--dataset_dir", doom_data, "--vae_path", trained_vae, "--output_dir", out,
         "--clip_latent_frames", 6, "--max_train_steps", 2, "--train_batch_size", 2, "--checkpointing_steps", 2,
-        "--validation_steps", 2, "--validation_rollout_frames", 3, "--use_ema", *TINY_UNET,
+        "--validation_steps", 2, "--validation_rollout_frames", 3, "--use_ema", "--action_dropout", 0.5,
+        "--null_action", "mean", *TINY_UNET,
     )  # fmt: skip
     pipe = YanSimPipeline.from_pretrained(out)
     assert pipe.action_space.dim == 8 and pipe.resolution == (48, 64)
+    # the null action is the data's mean action: a frequency per button, saved with the UNet
+    info = load_from_disk(str(doom_data))
+    expected = np.asarray(info["action"], dtype=np.float64).mean(axis=0)
+    np.testing.assert_allclose(pipe.unet.config.null_action, expected, atol=1e-9)
+    guided = pipe(image=torch.rand(3, 48, 64), actions=["MOVE_FORWARD"], guidance_scale=2.0, output_type="np")
+    assert guided.frames.shape == (1, 2, 48, 64, 3)
     card = (out / "README.md").read_text()
     assert "diffusers-yan" in card and "train_yan_sim.py" in card
     assert (out / "validation-2.mp4").is_file()
@@ -137,3 +146,23 @@ def test_push_to_hub_flag_needs_a_repo_id(tmp_path):
         VAE_SCRIPT, "--dataset_dir", tmp_path, "--output_dir", tmp_path / "o", "--push_to_hub", check=False
     )
     assert res.returncode != 0 and "--hub_model_id" in res.stderr
+
+
+def test_action_dropout_replaces_a_suffix_with_the_null_action():
+    sys.path.insert(0, str(SIM_SCRIPT.parent))
+    try:
+        from train_yan_sim import drop_actions
+    finally:
+        sys.path.remove(str(SIM_SCRIPT.parent))
+    actions = torch.ones(2000, 6, 3)
+    null = torch.tensor([0.5, 0.25, 0.0])
+    out = drop_actions(actions, null, 0.3, torch.Generator().manual_seed(0))
+    dropped = (out != 1).any(-1)  # [B, F]
+    assert not dropped[:, 0].any()  # the first (start) frame always keeps its action
+    # a dropped clip is real up to some frame and null from there on
+    first = dropped.float().argmax(1)
+    rows = dropped.any(1)
+    assert torch.equal(dropped[rows], torch.arange(6)[None] >= first[rows][:, None])
+    assert torch.equal(out[dropped], null.expand(int(dropped.sum()), 3))
+    assert abs(rows.float().mean().item() - 0.3) < 0.04
+    assert torch.equal(drop_actions(actions, null, 0.0, torch.Generator()), actions)

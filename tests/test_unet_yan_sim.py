@@ -179,6 +179,15 @@ def test_cache_batch_repeat_and_select(model):
         cache.repeat_batch(0)
 
 
+def test_null_action_config():
+    assert torch.equal(make_model().null_action_vector(), torch.zeros(8))
+    unet = make_model(null_action=[0.25] * 8)
+    assert unet.config.null_action == [0.25] * 8 and torch.equal(unet.null_action_vector(), torch.full((8,), 0.25))
+    for bad in ([0.5] * 3, [float("nan")] * 8):
+        with pytest.raises(ValueError, match="`null_action` must be 8 finite numbers"):
+            make_model(null_action=bad)
+
+
 def test_cache_pipeline_step_pattern(model):
     """The pipeline calls [last clean frame, S noisy frames] with cache_frames=1; that equals one causal call."""
     sample, timestep, actions = inputs(model, num_frames=6)

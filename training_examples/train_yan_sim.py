@@ -78,6 +78,19 @@ def parse_args(input_args=None):
         "--init_unet", default=None, help="start from this YanSimUNetModel folder instead of random weights"
     )
     # diffusion
+    p.add_argument(
+        "--action_dropout",
+        type=float,
+        default=0.0,
+        help="probability that a clip's actions, from a random frame on, are replaced by the null action (trains the"
+        " unconditional branch of the pipeline's action guidance)",
+    )
+    p.add_argument(
+        "--null_action",
+        default="zeros",
+        choices=["zeros", "mean"],
+        help="the null action stored in the UNet config: no button held, or the training data's mean action",
+    )
     p.add_argument("--prediction_type", default="v_prediction", choices=["epsilon", "v_prediction", "sample"])
     p.add_argument("--num_inference_steps", type=int, default=4, help="DDIM steps (= shift window) at inference")
     p.add_argument(
@@ -132,13 +145,18 @@ def parse_args(input_args=None):
     return args
 
 
-def build_unet(args, action_space, latent_channels: int, latent_size: tuple[int, int]) -> YanSimUNetModel:
+def build_unet(
+    args, action_space, latent_channels: int, latent_size: tuple[int, int], null_action: list[float] | None = None
+) -> YanSimUNetModel:
     if args.init_unet:
-        return YanSimUNetModel.from_pretrained(args.init_unet)
+        unet = YanSimUNetModel.from_pretrained(args.init_unet)
+        unet.register_to_config(null_action=null_action)
+        return unet
     if args.unet_config:
         with open(args.unet_config) as f:
             config = json.load(f)
         config["action_space"] = action_space.to_dict()
+        config["null_action"] = null_action
         return YanSimUNetModel.from_config(config)
     channels = parse_int_tuple(args.block_out_channels, "--block_out_channels")
     levels = tuple(bool(int(v)) for v in args.attention_levels.split(","))
@@ -156,7 +174,28 @@ def build_unet(args, action_space, latent_channels: int, latent_size: tuple[int,
         action_space=action_space.to_dict(),
         action_embed_dim=args.action_embed_dim,
         temporal_cache_size=args.temporal_cache_size,
+        null_action=null_action,
     )
+
+
+def mean_action(dataset) -> list[float]:
+    """The mean encoded action over every row of the (concatenated) `yan collect` datasets: the null action that
+    approximates "any action" (read from the action columns, without decoding frames)."""
+    rows = [np.asarray(part.dataset["action"], dtype=np.float64) for part in dataset.datasets]
+    return [float(v) for v in np.concatenate(rows).mean(axis=0)]
+
+
+def drop_actions(actions: torch.Tensor, null: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """With probability ``p`` per clip, replace the actions from a random latent frame on with ``null``: the pattern
+    of a guided pipeline call (real actions in the past, the null action on the frames being denoised)."""
+    if p <= 0:
+        return actions
+    b, f = actions.shape[:2]
+    drop = torch.rand(b, generator=generator) < p
+    start = torch.randint(1, f, (b,), generator=generator) if f > 1 else torch.zeros(b, dtype=torch.long)
+    mask = drop[:, None] & (torch.arange(f)[None, :] >= start[:, None])  # [B, F]
+    mask = mask.to(actions.device)[..., None]
+    return torch.where(mask, null.to(actions), actions)
 
 
 def latent_actions(actions: torch.Tensor, temporal_ratio: int) -> torch.Tensor:
@@ -269,7 +308,13 @@ def main(args):
     )
 
     # 2. UNet, scheduler, optimizer
-    unet = build_unet(args, dataset.action_space, vae.config.latent_channels, latent_size)
+    if not 0.0 <= args.action_dropout < 1.0:
+        raise ValueError(f"`--action_dropout` must be in [0, 1), got {args.action_dropout}.")
+    null_action = mean_action(dataset) if args.null_action == "mean" else None
+    unet = build_unet(args, dataset.action_space, vae.config.latent_channels, latent_size, null_action)
+    null_vector = unet.null_action_vector()
+    if null_action is not None:
+        logger.info(f"null action (training data mean): {dict(zip(dataset.action_space.names, null_action))}")
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     scheduler = DDIMScheduler(
@@ -324,6 +369,7 @@ def main(args):
                     z = vae.encode(video.to(vae.dtype)).latent_dist.sample()
                     z = (z - vae.config.shift_factor) * vae.config.scaling_factor
                     actions = latent_actions(batch["actions"].to(accelerator.device), r)
+                    actions = drop_actions(actions, null_vector, args.action_dropout, gen)
                 b, _, f = z.shape[:3]
                 t = diffusion_forcing_timesteps(
                     b, f, scheduler.config.num_train_timesteps, inference_timesteps, args.p_inference_pattern, gen

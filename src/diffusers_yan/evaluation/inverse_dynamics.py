@@ -19,7 +19,7 @@ torch.Size([4, 8])
 >>> labels = torch.zeros(4, 8)
 >>> acc = idm_accuracy(idm.predict(before, after), labels)
 >>> sorted(acc)
-['exact_match', 'num_pairs', 'per_button', 'per_button_mean']
+['exact_match', 'num_pairs', 'per_button', 'per_button_mean', 'per_button_rates']
 ```
 """
 
@@ -46,18 +46,35 @@ def idm_accuracy(pred: torch.Tensor, labels: torch.Tensor, button_names=None) ->
 
     ``exact_match`` counts a pair right only when every button is right (the strict figure: most buttons are
     released most of the time, so per-button accuracy is high even for a probe that always says "nothing").
+    ``per_button_rates`` says how the errors split: per button, how often it was held in the labels (``held``), the
+    fraction of those pairs the probe called held (``hit_rate``) and the fraction of the other pairs it called held
+    (``false_alarm_rate``); ``None`` where there is nothing to count.
     """
     if pred.shape != labels.shape or pred.ndim != 2:
         raise ValueError(f"`pred` {tuple(pred.shape)} and `labels` {tuple(labels.shape)} must be equal [N, K].")
     if pred.shape[0] == 0:
-        return {"exact_match": None, "per_button_mean": None, "per_button": {}, "num_pairs": 0}
+        return {"exact_match": None, "per_button_mean": None, "per_button": {}, "per_button_rates": {}, "num_pairs": 0}
     correct = pred.bool() == labels.bool()
     per_button = correct.float().mean(0)
     names = list(button_names) if button_names is not None else [str(i) for i in range(pred.shape[1])]
+    held, said = labels.bool(), pred.bool()
+
+    def rate(num: torch.Tensor, den: torch.Tensor):
+        return float(num) / float(den) if den > 0 else None
+
+    rates = {
+        n: {
+            "held": rate(held[:, k].sum(), held.shape[0]),
+            "hit_rate": rate((said[:, k] & held[:, k]).sum(), held[:, k].sum()),
+            "false_alarm_rate": rate((said[:, k] & ~held[:, k]).sum(), (~held[:, k]).sum()),
+        }
+        for k, n in enumerate(names)
+    }
     return {
         "exact_match": float(correct.all(1).float().mean()),
         "per_button_mean": float(per_button.mean()),
         "per_button": {n: float(v) for n, v in zip(names, per_button)},
+        "per_button_rates": rates,
         "num_pairs": int(pred.shape[0]),
     }
 

@@ -625,6 +625,11 @@ class YanSimUNetModel(ModelMixin, ConfigMixin, AttentionMixin):
         temporal_rope_theta (`float`, defaults to 10000.0):
             Base of the rotary frame-position frequencies. The usual LLM value; with windows of tens of frames the
             slow channels barely rotate and act as position-free content channels.
+        null_action (`list[float]`, *optional*):
+            The encoded action that stands for "no particular action": the unconditional branch of action guidance
+            in the pipeline, and what training replaces a clip's actions with under action dropout. `None` means the
+            zero action (no button held). `train_yan_sim.py --null_action mean` stores the training data's mean
+            action here, which approximates the marginal over actions.
 
     Example:
 
@@ -677,6 +682,7 @@ class YanSimUNetModel(ModelMixin, ConfigMixin, AttentionMixin):
         text_embed_dim: int = 768,
         temporal_cache_size: int = 16,
         temporal_rope_theta: float = 10000.0,
+        null_action: list[float] | None = None,
     ):
         super().__init__()
 
@@ -703,6 +709,14 @@ class YanSimUNetModel(ModelMixin, ConfigMixin, AttentionMixin):
         self.action_space = ActionSpace.from_dict(action_space)
         self.register_to_config(action_space=self.action_space.to_dict())
         self.action_dim = self.action_space.dim
+        if null_action is not None:
+            values = torch.as_tensor(null_action, dtype=torch.float32).flatten()
+            if values.numel() != self.action_dim or not torch.isfinite(values).all():
+                raise ValueError(
+                    f"`null_action` must be {self.action_dim} finite numbers (one per entry of the action space"
+                    f" {list(self.action_space.names)}), got {null_action!r}."
+                )
+            self.register_to_config(null_action=[float(v) for v in values])
 
         time_embed_dim = block_out_channels[0] * 4  # SD's choice: 4x the first level's channels
         attention_kwargs = {
@@ -788,6 +802,12 @@ class YanSimUNetModel(ModelMixin, ConfigMixin, AttentionMixin):
             f" layers_per_block={layers_per_block}, attention_levels={tuple(attention_levels)},"
             f" attention_head_dim={attention_head_dim}, temporal_layers={self.num_temporal_layers})"
         )
+
+    def null_action_vector(self) -> torch.Tensor:
+        """The config's ``null_action`` as a float tensor ``[action_dim]`` (zeros when none is set)."""
+        if self.config.null_action is None:
+            return torch.zeros(self.action_dim)
+        return torch.tensor(self.config.null_action, dtype=torch.float32)
 
     # ------------------------------------------------------------------------------------- attention processors
 

@@ -276,14 +276,14 @@ class YanSimPipeline(DiffusionPipeline):
 
     def _predict(self, model_in, t, frame_actions, kv_cache, cache_frames: int, guidance_scale: float | None):
         """One UNet call -> (prediction for the window frames, new KV cache). With ``guidance_scale``, the batch is
-        doubled: the second half sees the zero action on its window frames (the pending clean frame keeps its own
-        action, so both halves put the same keys/values in the cache and the first half's cache is kept)."""
+        doubled: the second half sees the UNet's null action on its window frames (the pending clean frame keeps its
+        own action, so both halves put the same keys/values in the cache and the first half's cache is kept)."""
         if guidance_scale is None:
             out = self.unet(model_in, t, actions=frame_actions, kv_cache=kv_cache, cache_frames=cache_frames)
             return out.sample[:, :, cache_frames:], out.kv_cache
         batch_size = model_in.shape[0]
         null_actions = frame_actions.clone()
-        null_actions[:, cache_frames:] = 0
+        null_actions[:, cache_frames:] = self.unet.null_action_vector().to(null_actions)
         out = self.unet(
             torch.cat([model_in, model_in]),
             torch.cat([t, t]),
@@ -334,8 +334,9 @@ class YanSimPipeline(DiffusionPipeline):
                 call; ``callback_kwargs["latents"]`` is the shift window, and a returned ``"latents"`` replaces it.
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed to the callback (default ``["latents"]``).
             guidance_scale (`float`, *optional*): action guidance. Above 1, every model call also runs the window
-                with no button pressed (the zero action) and extrapolates ``uncond + scale * (cond - uncond)``, so
-                the frames follow the actions more strongly, at twice the batch per call. ``None`` uses the model
+                with the UNet's ``null_action`` (its config; no button held when unset) and extrapolates
+                ``uncond + scale * (cond - uncond)``, so the frames follow the actions more strongly, at twice the
+                batch per call. ``None`` uses the model
                 folder's ``default_guidance_scale``; 1 turns it off. May change between calls of one world.
 
         Returns:
