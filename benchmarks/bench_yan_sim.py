@@ -102,9 +102,12 @@ def rollout_without_cache(pipe: YanSimPipeline, image, actions, steps: int, gene
 
 
 @torch.no_grad()
-def rollout_with_cache(pipe: YanSimPipeline, image, actions, steps: int, seed: int, guidance_scale: float = 1.0):
+def rollout_with_cache(
+    pipe: YanSimPipeline, image, actions, steps: int, seed: int, guidance_scale: float = 1.0, guidance_steps=None
+):
     """The pipeline as a player drives it: one call per action. Yields (latency, KV-cache bytes) per step."""
     kw = {"num_inference_steps": steps, "output_type": "np", "guidance_scale": guidance_scale}
+    kw["guidance_steps"] = guidance_steps
     state = pipe(image=image, actions=actions[:1], generator=torch.Generator().manual_seed(seed), **kw).state
     for a in actions[1:]:
         t0 = time.perf_counter()
@@ -151,9 +154,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--skip_no_cache", action="store_true")
     p.add_argument(
-        "--guidance_scales",
+        "--guidance",
         default="",
-        help="comma-separated action guidance scales (> 1) to time beside the plain path, e.g. 2.5",
+        help="comma-separated action guidance settings to time beside the plain path, SCALE or SCALE:STEPS (guide"
+        " each frame's last STEPS steps), e.g. 2.5,3:2",
     )
     p.add_argument("--out", default=None, help="append a markdown report here")
     p.add_argument("--note", default=None, help="a line about the conditions of the run, added to the report")
@@ -178,12 +182,17 @@ def main(argv=None):
         "fp32 + KV cache": rollout_with_cache(pipe, image, actions, args.num_inference_steps, 0),
         "bf16 + KV cache": rollout_with_cache(pipe_bf16, image, actions, args.num_inference_steps, 0),
     }
-    guidance_scales = [float(g) for g in args.guidance_scales.split(",") if g.strip()]
-    if any(not g > 1 for g in guidance_scales):
-        p.error(f"--guidance_scales must all be > 1, got {args.guidance_scales!r}")
-    for g in guidance_scales:
-        variants[f"fp32 + KV cache, action guidance {g:g}"] = rollout_with_cache(
-            pipe, image, actions, args.num_inference_steps, 0, guidance_scale=g
+    for item in filter(None, (g.strip() for g in args.guidance.split(","))):
+        scale, _, last = item.partition(":")
+        try:
+            scale, last = float(scale), int(last) if last else None
+        except ValueError:
+            p.error(f"--guidance: {item!r} is not SCALE or SCALE:STEPS")
+        if not scale > 1 or (last is not None and last < 1):
+            p.error(f"--guidance: {item!r} needs a scale > 1 and steps >= 1")
+        name = f"fp32 + KV cache, action guidance {scale:g}" + (f" on the last {last} steps" if last else "")
+        variants[name] = rollout_with_cache(
+            pipe, image, actions, args.num_inference_steps, 0, guidance_scale=scale, guidance_steps=last
         )
     if not args.skip_no_cache:
         variants["fp32, recompute context (no cache)"] = rollout_without_cache(

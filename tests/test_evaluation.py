@@ -350,11 +350,12 @@ def test_yan_evaluate_end_to_end(model_dir, doom_data, idm_dir, tmp_path):
     guided = tmp_path / "guided.json"
     rc = yan(
         ["evaluate", "--model", str(model_dir), "--data", str(doom_data), "--horizons", "1,2,4", "--json",
-         str(guided), "--episodes", "2", "--starts-per-episode", "1", "--seed", "3", "--guidance-scale", "3"]
+         str(guided), "--episodes", "2", "--starts-per-episode", "1", "--seed", "3", "--guidance-scale", "3",
+         "--guidance-steps", "2"]
     )  # fmt: skip
     assert rc == 0
     g = json.loads(guided.read_text())
-    assert g["settings"]["guidance_scale"] == 3.0
+    assert g["settings"]["guidance_scale"] == 3.0 and g["settings"]["guidance_steps"] == 2
     model_psnr = lambda r: r["results"]["horizons"]["4"]["psnr"]["model"]["mean"]  # noqa: E731
     copy_psnr = lambda r: r["results"]["horizons"]["4"]["psnr"]["copy_last"]["mean"]  # noqa: E731
     assert model_psnr(g) != model_psnr(d) and copy_psnr(g) == copy_psnr(d)
@@ -371,6 +372,7 @@ def test_bad_input(model_dir, doom_data, idm_dir, tmp_path, capsys):
     assert "horizons up to 59" in err("--model", model_dir, "--data", doom_data, "--horizons", "1,200")
     assert "--horizons" in err("--model", model_dir, "--data", doom_data, "--horizons", "0,x")
     assert "--guidance-scale" in err("--model", model_dir, "--data", doom_data, "--guidance-scale", "0.5")
+    assert "--guidance-steps" in err("--model", model_dir, "--data", doom_data, "--guidance-steps", "0")
     assert "--idm" in err("--model", model_dir, "--data", doom_data, "--idm", tmp_path)
     other = tmp_path / "other"
     tiny_pipe(action_space={"buttons": ["MOVE_FORWARD", "ATTACK"]}).save_pretrained(other)

@@ -320,16 +320,21 @@ def test_action_guidance(pipe, tmp_path):
             guidance_scale=2.0,
         ).frames
         np.testing.assert_allclose(both[i : i + 1], alone, atol=1e-5)
-    # the folder's default scale is saved in model_index.json and used when a call passes none
-    pipe.save_pretrained(tmp_path)
-    loaded = YanSimPipeline.from_pretrained(tmp_path, default_guidance_scale=2.5)
-    loaded.set_progress_bar_config(disable=True)
-    assert loaded.config.default_guidance_scale == 2.5
-    loaded.save_pretrained(tmp_path / "guided")
-    assert json.loads((tmp_path / "guided" / "model_index.json").read_text())["default_guidance_scale"] == 2.5
-    reloaded = YanSimPipeline.from_pretrained(tmp_path / "guided")
-    reloaded.set_progress_bar_config(disable=True)
-    np.testing.assert_allclose(run(reloaded, ACTIONS, image=img, seed=5).frames, guided, atol=1e-5)
+    # guiding only each frame's last steps: every step == the default; fewer steps change the frames, idling still
+    # gives the plain frames, and the contract holds
+    np.testing.assert_allclose(
+        run(pipe, ACTIONS, image=img, seed=5, guidance_scale=2.5, guidance_steps=4).frames, guided, atol=1e-6
+    )
+    late = run(pipe, ACTIONS, image=img, seed=5, guidance_scale=2.5, guidance_steps=2).frames
+    assert np.abs(late - guided).max() > 1e-3 and np.abs(late - plain).max() > 1e-3
+    idle_late = run(pipe, ["NOOP"] * 5, image=img, seed=5, guidance_scale=3.0, guidance_steps=1).frames
+    np.testing.assert_allclose(idle_late, idle, atol=1e-5)
+    first = run(pipe, ACTIONS[:2], image=img, seed=5, guidance_scale=2.5, guidance_steps=2)
+    rest = run(pipe, ACTIONS[2:], state=first.state, guidance_scale=2.5, guidance_steps=2)
+    np.testing.assert_allclose(np.concatenate([first.frames, rest.frames], axis=1), late, atol=1e-5)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="`guidance_steps` must be None"):
+            pipe(image=img, actions=["NOOP"], guidance_scale=2.0, guidance_steps=bad)
     # a UNet whose config names another null action: guidance pushes away from that one, so idling changes too
     pipe.unet.register_to_config(null_action=[0.5] * pipe.action_space.dim)
     try:
@@ -338,6 +343,18 @@ def test_action_guidance(pipe, tmp_path):
         np.testing.assert_array_equal(run(pipe, ["NOOP"] * 5, image=img, seed=5).frames, idle)
     finally:
         pipe.unet.register_to_config(null_action=None)
+    # the folder's default scale is saved in model_index.json and used when a call passes none
+    pipe.save_pretrained(tmp_path)
+    loaded = YanSimPipeline.from_pretrained(tmp_path, default_guidance_scale=2.5, default_guidance_steps=2)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.default_guidance_scale == 2.5
+    loaded.save_pretrained(tmp_path / "guided")
+    index = json.loads((tmp_path / "guided" / "model_index.json").read_text())
+    assert index["default_guidance_scale"] == 2.5 and index["default_guidance_steps"] == 2
+    reloaded = YanSimPipeline.from_pretrained(tmp_path / "guided")
+    reloaded.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(run(reloaded, ACTIONS, image=img, seed=5).frames, late, atol=1e-5)
+    np.testing.assert_allclose(run(reloaded, ACTIONS, image=img, seed=5, guidance_steps=4).frames, guided, atol=1e-5)
     for bad in (0.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match="`guidance_scale` must be a finite number >= 1"):
             pipe(image=img, actions=["NOOP"], guidance_scale=bad)

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
         default=None,
         help="action guidance: >1 follows the actions more strongly at twice the compute (default: the model's)",
     )
+    p.add_argument(
+        "--guidance-steps", type=int, default=None, help="guide only each frame's last N steps (default: the model's)"
+    )
     p.add_argument("--fps", type=int, default=15, help="video frame rate")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.guidance_scale is not None and not args.guidance_scale >= 1.0:
         print(f"error: --guidance-scale must be >= 1 (1 = off), got {args.guidance_scale}.", file=sys.stderr)
         return 2
+    if args.guidance_steps is not None and args.guidance_steps < 1:
+        print(f"error: --guidance-steps must be >= 1, got {args.guidance_steps}.", file=sys.stderr)
+        return 2
     dtype = getattr(torch, args.dtype)
     pipe = YanSimPipeline.from_pretrained(model, dtype=dtype).to(args.device)
     try:
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         actions=actions,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
+        guidance_steps=args.guidance_steps,
         generator=torch.Generator().manual_seed(args.seed),
     )
     height, width = pipe.resolution

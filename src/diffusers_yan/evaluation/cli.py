@@ -49,6 +49,12 @@ def register(subparsers) -> None:
         default=None,
         help="action guidance of the pipeline (default: the model folder's default_guidance_scale; 1 = off)",
     )
+    p.add_argument(
+        "--guidance-steps",
+        type=int,
+        default=None,
+        help="guide only each frame's last N denoising steps (default: the model folder's default_guidance_steps)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="worlds per call for the teacher-forced predictions")
     p.add_argument("--idm", default=None, help="a YanInverseDynamicsModel folder: adds the playability probe")
     p.add_argument(
@@ -109,6 +115,9 @@ def _settings(args, model_path: str, pipe, data_info: dict, notes: list[str]) ->
         "guidance_scale": args.guidance_scale
         if args.guidance_scale is not None
         else getattr(pipe.config, "default_guidance_scale", 1.0),
+        "guidance_steps": args.guidance_steps
+        if args.guidance_steps is not None
+        else getattr(pipe.config, "default_guidance_steps", None),
         "batch_size": args.batch_size,
         "idm": os.path.abspath(args.idm) if args.idm else None,
         "frames_per_action": pipe.frames_per_action,
@@ -182,6 +191,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"`--batch-size` must be >= 1, got {args.batch_size}.")
     if args.guidance_scale is not None and not args.guidance_scale >= 1.0:
         raise ValueError(f"`--guidance-scale` must be >= 1 (1 = no action guidance), got {args.guidance_scale}.")
+    if args.guidance_steps is not None and args.guidance_steps < 1:
+        raise ValueError(f"`--guidance-steps` must be >= 1, got {args.guidance_steps}.")
     if args.idm is not None and not os.path.isfile(os.path.join(args.idm, "config.json")):
         raise FileNotFoundError(f"`--idm`: {args.idm!r} is not a YanInverseDynamicsModel folder (no config.json).")
     if args.num_threads is not None:
@@ -233,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         lpips_fn=lpips_fn,
         fvd_features=fvd_features,
         guidance_scale=args.guidance_scale,
+        guidance_steps=args.guidance_steps,
     )
     for n in notes:
         logger.info(n)

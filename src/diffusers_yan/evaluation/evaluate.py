@@ -206,19 +206,16 @@ def _fit_frames(pipe, frames: torch.Tensor) -> torch.Tensor:
     return ((pipe.preprocess_image(frames)[:, :, 0].float() + 1) / 2).clamp(0, 1)
 
 
-def _generate(
-    pipe, images: torch.Tensor, actions: torch.Tensor, seed: int, num_inference_steps: int, guidance_scale=None
-) -> torch.Tensor:
+def _generate(pipe, images: torch.Tensor, actions: torch.Tensor, seed: int, num_inference_steps: int, **guidance):
     """Worlds started from ``images`` ``[B, 3, H, W]`` in [0, 1], played with ``actions`` ``[B, N, A]``; returns
-    the generated frames ``[B, N r, 3, H, W]`` in [0, 1]."""
-    extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+    the generated frames ``[B, N r, 3, H, W]`` in [0, 1]. ``guidance``: the guidance arguments that are set."""
     out = pipe(
         image=images,
         actions=actions,
         num_inference_steps=num_inference_steps,
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
-        **extra,
+        **{name: value for name, value in guidance.items() if value is not None},
     )
     frames = torch.from_numpy(np.asarray(out.frames)).float().permute(0, 1, 4, 2, 3)
     expected = (images.shape[0], actions.shape[1] * pipe.frames_per_action)
@@ -261,6 +258,7 @@ def evaluate_windows(
     fvd_features=None,
     show_progress: bool = True,
     guidance_scale: float | None = None,
+    guidance_steps: int | None = None,
 ) -> dict:
     """Score a world model on real windows (see the module docstring for the protocol).
 
@@ -275,7 +273,7 @@ def evaluate_windows(
         batch_size: teacher-forced one-step predictions run this many worlds per pipeline call.
         idm: an optional [`YanInverseDynamicsModel`] for the playability probe.
         lpips_fn, fvd_features: optional metric callables from :func:`load_lpips` / :func:`load_fvd_detector`.
-        guidance_scale: the pipeline's action guidance (``None``: the model folder's default).
+        guidance_scale, guidance_steps: the pipeline's action guidance (``None``: the model folder's defaults).
 
     Returns:
         A dict with ``horizons`` (per horizon: mode, metric summaries for ``model`` and ``copy_last``),
@@ -296,6 +294,7 @@ def evaluate_windows(
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)  # one bar over windows instead of one per call
 
+    guidance = {"guidance_scale": guidance_scale, "guidance_steps": guidance_steps}
     metrics = {"psnr": frame_psnr, "ssim": frame_ssim}
     if lpips_fn is not None:
         metrics["lpips"] = lpips_fn
@@ -308,9 +307,7 @@ def evaluate_windows(
         frames = _fit_frames(pipe, w.frames[:need])
         acts = step_actions(w.actions[:need], r, H)  # [H, A]
         # 1. autoregressive rollout of H steps from the real start frame
-        gen = _generate(pipe, frames[:1], acts[None], seed + i, num_inference_steps, guidance_scale)[
-            0
-        ]  # [H r, 3, h, w]
+        gen = _generate(pipe, frames[:1], acts[None], seed + i, num_inference_steps, **guidance)[0]  # [H r, 3, h, w]
         for k in range(1, H + 1):
             target = frames[step_frames(k, r)]
             pred = gen[step_frames(k, r).start - 1 : step_frames(k, r).stop - 1]  # gen[j] is window frame j + 1
@@ -325,9 +322,7 @@ def evaluate_windows(
             for b in range(0, H, batch_size):
                 idx = list(range(b, min(b + batch_size, H)))
                 images = frames[[starts[k] for k in idx]]
-                one = _generate(
-                    pipe, images, acts[idx][:, None], seed + i, num_inference_steps, guidance_scale
-                )  # [b, r, ...]
+                one = _generate(pipe, images, acts[idx][:, None], seed + i, num_inference_steps, **guidance)
                 for j, k in enumerate(idx):
                     target = frames[step_frames(k + 1, r)]
                     if 1 in per_horizon:
