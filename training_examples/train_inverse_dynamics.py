@@ -33,7 +33,6 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from diffusers_yan.data import GameplayClipDataset
 from diffusers_yan.evaluation.inverse_dynamics import (
     YanInverseDynamicsModel,
     button_labels,
@@ -42,6 +41,7 @@ from diffusers_yan.evaluation.inverse_dynamics import (
 )
 from diffusers_yan.training_utils import (
     checkpoint_step,
+    load_clip_datasets,
     parse_int_tuple,
     resolve_resume_path,
     save_checkpoint,
@@ -96,22 +96,8 @@ def parse_args(input_args=None):
 
 
 def load_pairs(dataset_dirs: str, arg: str) -> torch.utils.data.ConcatDataset:
-    """Every pair of consecutive frames (2-frame clips at stride 1) of one or more `yan collect` folders.
-
-    (``training_utils.load_clip_datasets`` would give non-overlapping clips, i.e. only every other pair.)
-    """
-    paths = [p.strip() for p in str(dataset_dirs).split(",") if p.strip()]
-    if not paths:
-        raise ValueError(f"`{arg}` is empty.")
-    parts = [GameplayClipDataset(path, clip_length=2, stride=1) for path in paths]
-    spaces = [p.action_space for p in parts]
-    if any(tuple(s.names) != tuple(spaces[0].names) for s in spaces):
-        raise ValueError(f"`{arg}`: the datasets have different action spaces {[s.names for s in spaces]}.")
-    dataset = torch.utils.data.ConcatDataset(parts)
-    if len(dataset) == 0:
-        raise ValueError(f"`{arg}`: {paths} hold no pair of consecutive frames.")
-    dataset.action_space = spaces[0]
-    return dataset
+    """Every pair of consecutive frames (2-frame clips at stride 1) of one or more `yan collect` folders."""
+    return load_clip_datasets(dataset_dirs, clip_length=2, arg=arg, stride=1, what="pair of consecutive frames")
 
 
 def split_by_episode(dataset, fraction: float, seed: int):

@@ -121,10 +121,18 @@ def diffusion_forcing_timesteps(
     return t
 
 
-def load_clip_datasets(dataset_dirs: str, clip_length: int, with_depth: bool = False, arg: str = "--dataset_dir"):
+def load_clip_datasets(
+    dataset_dirs: str,
+    clip_length: int,
+    with_depth: bool = False,
+    arg: str = "--dataset_dir",
+    stride: int | None = None,
+    what: str | None = None,
+):
     """One or more (comma-separated) `yan collect` folders as a single clip dataset with an ``action_space``.
 
-    All folders must share one action space (the model learns one set of buttons).
+    All folders must share one action space (the model learns one set of buttons). ``stride`` is the step between
+    clip starts (default: ``clip_length``, non-overlapping clips); ``what`` names a clip in the empty-data error.
     """
     from diffusers_yan.data import GameplayClipDataset
 
@@ -135,7 +143,7 @@ def load_clip_datasets(dataset_dirs: str, clip_length: int, with_depth: bool = F
     for path in paths:
         if not os.path.isdir(path):
             raise ValueError(f"`{arg}`: {path!r} is not a folder (expected a dataset written by `yan collect`).")
-        parts.append(GameplayClipDataset(path, clip_length=clip_length, with_depth=with_depth))
+        parts.append(GameplayClipDataset(path, clip_length=clip_length, stride=stride, with_depth=with_depth))
     if any(p.action_space != parts[0].action_space for p in parts):
         raise ValueError(
             f"`{arg}`: the datasets have different action spaces {[p.action_space.buttons for p in parts]}."
@@ -143,7 +151,7 @@ def load_clip_datasets(dataset_dirs: str, clip_length: int, with_depth: bool = F
     dataset = torch.utils.data.ConcatDataset(parts)
     dataset.action_space = parts[0].action_space
     if len(dataset) == 0:
-        raise ValueError(f"`{arg}`: {paths} hold no clip of {clip_length} frames.")
+        raise ValueError(f"`{arg}`: {paths} hold no {what or f'clip of {clip_length} frames'}.")
     return dataset
 
 
