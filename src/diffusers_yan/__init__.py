@@ -23,6 +23,7 @@ _import_structure = {
     "pipelines.yan_sim.env_yan_sim": ["YanSimEnv"],
     "pipelines.yan_gen.pipeline_output": ["YanGenPipelineOutput", "YanGenState"],
     "pipelines.yan_gen.pipeline_yan_gen": ["YanGenPipeline"],
+    "pipelines.yan_gen.env_yan_gen": ["YanGenEnv"],
     "bundled": ["BUNDLED_MODELS"],
 }
 _name_to_module = {name: mod for mod, names in _import_structure.items() for name in names}

@@ -1,8 +1,12 @@
-"""`yan play`: play a Yan-Sim world in the browser with the keyboard (the Gradio Space, served locally).
+"""`yan play`: play a Yan-Sim or Yan-Gen world in the browser with the keyboard (the Gradio Space, served locally).
 
 yan play                                   # the bundled model at http://127.0.0.1:7860
 yan play --model path/to/model --max-sessions 4 --idle-timeout 120
+yan play --model path/to/yan-sim --model path/to/yan-gen --gen-resolution 320x576   # a model choice on the page
 yan play --host 0.0.0.0 --port 8080        # reachable from other machines
+
+The kind of each model (Yan-Sim, or a causal Yan-Gen with a prompt box on the page) is read from its
+model_index.json.
 """
 
 import argparse
@@ -24,7 +28,8 @@ def register(subparsers) -> None:
         "--model",
         action="append",
         default=None,
-        help="model folder or Hub repo id; repeat for a model choice on the page (default: the bundled models)",
+        help="model folder or Hub repo id, Yan-Sim or (causal) Yan-Gen; repeat for a model choice on the page"
+        " (default: the bundled models)",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
@@ -49,10 +54,31 @@ def register(subparsers) -> None:
         default=1,
         help="torch intra-op threads per inference thread (1 does best on a small shared CPU)",
     )
+    p.add_argument(
+        "--gen-resolution",
+        type=_resolution,
+        default=(480, 832),
+        metavar="HxW",
+        help="resolution of Yan-Gen worlds, multiples of 16 (default 480x832, Wan2.1's 480p)",
+    )
+    p.add_argument(
+        "--gen-guidance-scale",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance of Yan-Gen worlds: 1 (off) for distilled few-step models, >1 for base models",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--no-clip-mode", action="store_true", help="do not mount the Gradio clip mode at /clip")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (needs internet)")
     p.set_defaults(func=run)
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 480x832, got {text!r}") from None
+    return height, width
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             max_worlds=max(32, args.max_sessions),
             max_fps=args.max_fps,
             torch_threads=args.torch_threads,
+            gen_resolution=args.gen_resolution,
+            gen_guidance_scale=args.gen_guidance_scale,
         )
         manager = load_manager(args.model, config, device=args.device)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -2,7 +2,7 @@
 
 ```py
 >>> from diffusers_yan.space import SpaceConfig, build_app, load_manager
->>> manager = load_manager(["path/to/yan-sim-model"], SpaceConfig(max_sessions=2))
+>>> manager = load_manager(["path/to/yan-sim-model", "path/to/yan-gen-model"], SpaceConfig(max_sessions=2))
 >>> app = build_app(manager)  # a FastAPI app: serve it with uvicorn (what `yan play` does)
 ```
 """
@@ -15,16 +15,25 @@ from .server import build_app
 from .sessions import SessionManager, SpaceConfig, SpaceError, load_start_image
 
 
-__all__ = ["SessionManager", "SpaceConfig", "SpaceError", "build_app", "load_manager", "load_start_image", "serve"]
+__all__ = [
+    "SessionManager",
+    "SpaceConfig",
+    "SpaceError",
+    "build_app",
+    "load_manager",
+    "load_start_image",
+    "pipeline_class",
+    "serve",
+]
 
 
 def load_manager(models: list[str] | None = None, config: SpaceConfig | None = None, device: str = "cpu"):
     """Load each model folder / Hub id once (``None``: the bundled models) into a :class:`SessionManager`.
 
-    Only Yan-Sim pipelines exist today; the model name shown on the page is the folder's name.
+    The pipeline class comes from the folder's ``model_index.json`` (``_class_name``): ``YanSimPipeline`` or
+    ``YanGenPipeline`` (a causal one, with an action branch). The model name shown on the page is the folder's name.
     """
     from ..bundled import BUNDLED_MODELS
-    from ..pipelines.yan_sim.pipeline_yan_sim import YanSimPipeline
 
     if not models:
         if not BUNDLED_MODELS:
@@ -35,8 +44,25 @@ def load_manager(models: list[str] | None = None, config: SpaceConfig | None = N
         name = os.path.basename(os.path.normpath(path)) or path
         if name in pipelines:
             name = path
-        pipelines[name] = YanSimPipeline.from_pretrained(path).to(device)
+        pipelines[name] = pipeline_class(path).from_pretrained(path).to(device)
     return SessionManager(pipelines, config)
+
+
+def pipeline_class(path: str):
+    """The Space's pipeline class for a model folder or Hub id, from its ``model_index.json`` ``_class_name``."""
+    from diffusers import DiffusionPipeline
+
+    from ..pipelines.yan_gen.pipeline_yan_gen import YanGenPipeline
+    from ..pipelines.yan_sim.pipeline_yan_sim import YanSimPipeline
+
+    classes = {cls.__name__: cls for cls in (YanSimPipeline, YanGenPipeline)}
+    class_name = DiffusionPipeline.load_config(path).get("_class_name")
+    if class_name not in classes:
+        raise ValueError(
+            f"{path!r} holds a {class_name} (`_class_name` in its model_index.json); the Space plays"
+            f" {' and '.join(classes)} models."
+        )
+    return classes[class_name]
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:

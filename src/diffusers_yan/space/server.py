@@ -5,8 +5,9 @@ Routes (all on one server, one port):
 - ``/``: the game page (static HTML + JS). Its JS sends the held keys up and draws the JPEG frames coming down a
   WebSocket: Gradio has no key-event component, and polling with ``every=`` caps play at a few frames/s.
 - ``/ws``: the WebSocket. Text messages up (JSON: ``hello``, ``keys``, ``play``, ``pause``, ``step``, ``reset``,
-  ``bindings``, ``record``); down, JSON ``status``/``frame``/``error`` messages, each ``frame`` message followed by
-  its ``n`` frames as binary JPEG messages.
+  ``bindings``, ``record``, and for Yan-Gen models ``prompt``); down, JSON ``status``/``frame``/``error`` messages,
+  each ``frame`` message followed by its ``n`` frames as binary JPEG messages (all the frames of one model call:
+  one Yan-Sim action's, or one Yan-Gen block's, which the page spreads over the time until the next call).
 - ``/api/config``, ``/api/models/{model}/start-frames/{i}.png``, ``POST /api/sessions/{id}/start-image`` (the raw
   image bytes as the body), ``GET /api/sessions/{id}/recording.mp4``.
 - ``/clip``: a Gradio Blocks app for request/response play ("play these actions, get the clip"), the mode for

@@ -1,9 +1,13 @@
-"""Play sessions of the Yan Space: one simulated world per browser tab, many tabs on one shared pipeline.
+"""Play sessions of the Yan Space: one world per browser tab, many tabs on one shared pipeline.
 
-The world logic lives in :class:`YanSimPipeline` and :class:`YanSimEnv`; this module only keeps, per visitor:
+A model is a Yan-Sim pipeline (:class:`YanSimPipeline`, next-frame simulation driven by keys) or a causal Yan-Gen
+one (:class:`YanGenPipeline`, block-by-block generation driven by keys and a prompt that may change mid-play). The
+world logic lives in the pipelines and their gym envs (:class:`YanSimEnv`, :class:`YanGenEnv`); this module only
+keeps, per visitor:
 
-- a :class:`YanSimEnv` (the world's immutable ``YanSimState`` lives there; the pipeline is shared and stateless),
+- an env (the world's immutable state lives there; the pipeline is shared and stateless),
 - the keys and on-screen buttons held right now, and the ones tapped since the last frame,
+- Yan-Gen: the prompt, and whether it changed since the last block (the next block then uses it),
 - a game loop that advances the world at the model's pace while the visitor plays,
 - a bounded recording of the frames shown (JPEG bytes, exported to mp4 on demand),
 - the chosen start frame (bundled, or an uploaded image validated by the pipeline itself),
@@ -48,6 +52,8 @@ import torch
 from diffusers.utils import logging
 
 from ..actions import ActionSpace
+from ..pipelines.yan_gen.env_yan_gen import YanGenEnv
+from ..pipelines.yan_gen.pipeline_yan_gen import YanGenPipeline
 from ..pipelines.yan_sim.env_yan_sim import YanSimEnv
 from ..pipelines.yan_sim.pipeline_yan_sim import YanSimPipeline
 
@@ -62,6 +68,8 @@ MAX_UPLOAD_PIXELS = 40_000_000
 MAX_HELD_KEYS = 32
 MAX_KEY_NAME_LENGTH = 40
 MAX_BINDINGS = 128
+# A Yan-Gen prompt: umT5 reads at most 512 tokens (~2000 characters of English); longer text would be cut anyway.
+MAX_PROMPT_CHARS = 2000
 
 Listener = Callable[[dict, list], Awaitable[None]]
 
@@ -90,6 +98,10 @@ class SpaceConfig:
         num_inference_steps: denoising steps per frame (the shift-window length) of every world.
         jpeg_quality: quality of the JPEG frames sent to the page and recorded.
         max_clip_actions: the longest rollout the request/response clip mode plays in one request.
+        gen_resolution: ``(height, width)`` of Yan-Gen worlds (Yan-Sim models have theirs in their config). The
+            default is Wan2.1's 480p; a Yan-Gen model plays at any multiple of 16, slower the larger.
+        gen_guidance_scale: classifier-free guidance of Yan-Gen worlds; 1.0 (off) suits the few-step distilled
+            generators made for play, > 1 suits base models (and costs a second transformer pass per step).
     """
 
     max_sessions: int = 2
@@ -101,6 +113,8 @@ class SpaceConfig:
     num_inference_steps: int = 4
     jpeg_quality: int = 85
     max_clip_actions: int = 240
+    gen_resolution: tuple[int, int] = (480, 832)
+    gen_guidance_scale: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.max_sessions, int) or self.max_sessions < 1:
@@ -115,15 +129,28 @@ class SpaceConfig:
             raise ValueError(f"`torch_threads` must be >= 1 or None, got {self.torch_threads!r}.")
         if self.max_recorded_frames < 1:
             raise ValueError(f"`max_recorded_frames` must be >= 1, got {self.max_recorded_frames!r}.")
+        resolution = self.gen_resolution
+        if not (
+            isinstance(resolution, (tuple, list))
+            and len(resolution) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resolution)
+        ):
+            raise ValueError(f"`gen_resolution` must be two positive ints (height, width), got {resolution!r}.")
+        self.gen_resolution = tuple(resolution)
+        if not self.gen_guidance_scale >= 1:
+            raise ValueError(f"`gen_guidance_scale` must be >= 1 (1: no guidance), got {self.gen_guidance_scale!r}.")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def load_start_image(data: bytes, pipeline: YanSimPipeline) -> PIL.Image.Image:
+def load_start_image(data: bytes, pipeline: YanSimPipeline | YanGenPipeline) -> PIL.Image.Image:
     """Decode an uploaded start frame and check that ``pipeline`` accepts it; raise :class:`SpaceError` if not.
 
     Any format Pillow reads is accepted (PNG, JPEG, WebP, GIF - first frame -, BMP, TIFF, ...), at any size up to
-    ``MAX_UPLOAD_PIXELS``; the pipeline resizes and center-crops it to the model's resolution.
+    ``MAX_UPLOAD_PIXELS``; it is resized and center-cropped to the model's resolution. Text-to-video Yan-Gen models
+    take no start image.
     """
+    if isinstance(pipeline, YanGenPipeline) and not pipeline.is_image_to_video:
+        raise SpaceError("This model is text-to-video: its worlds start from the prompt, not from an image.")
     if not isinstance(data, (bytes, bytearray)) or len(data) == 0:
         raise SpaceError("The upload is empty: choose an image file.")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -145,11 +172,31 @@ def load_start_image(data: bytes, pipeline: YanSimPipeline) -> PIL.Image.Image:
             "This file is not an image the app can read"
             f" ({type(e).__name__}). Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image."
         ) from None
-    try:
-        pipeline.preprocess_image(image)  # the pipeline's own validation: modes, sizes
-    except (ValueError, TypeError) as e:
-        raise SpaceError(f"The model cannot start from this image: {e}") from None
-    return image.convert("RGB")
+    if isinstance(pipeline, YanSimPipeline):
+        try:
+            pipeline.preprocess_image(image)  # the pipeline's own validation: modes, sizes
+        except (ValueError, TypeError) as e:
+            raise SpaceError(f"The model cannot start from this image: {e}") from None
+    return image.convert("RGB")  # (Yan-Gen takes any RGB image: YanGenEnv center-crops it to the world's size)
+
+
+def check_prompt(prompt: Any) -> str:
+    """A visitor's Yan-Gen prompt, or :class:`SpaceError` (not a string, or longer than ``MAX_PROMPT_CHARS``)."""
+    if not isinstance(prompt, str):
+        raise SpaceError(f"The prompt must be text, got {type(prompt).__name__}.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise SpaceError(f"The prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted.")
+    return prompt
+
+
+def model_kind(pipeline: Any) -> str | None:
+    """What the page is told a model is (``model_info()["kind"]``): ``"yan-sim"``, or ``"yan-gen"`` (the page then
+    shows a prompt box); ``None`` for a pipeline the Space cannot play."""
+    if isinstance(pipeline, YanGenPipeline):
+        return "yan-gen"
+    if isinstance(pipeline, YanSimPipeline):
+        return "yan-sim"
+    return None
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -231,7 +278,7 @@ class Session:
 
     id: str
     model: str
-    env: YanSimEnv
+    env: YanSimEnv | YanGenEnv
     action_space: ActionSpace  # the model's, with this visitor's key bindings
     created: float
     last_active: float
@@ -246,6 +293,8 @@ class Session:
     start_upload: PIL.Image.Image | None = None
     use_upload: bool = False
     seed: int | None = None
+    prompt: str = ""  # Yan-Gen: the text of the world (the page's prompt box)
+    prompt_pending: bool = False  # Yan-Gen: the prompt changed since the last block; the next block takes it
     record: bool = True
     recording: collections.deque = dataclasses.field(default_factory=collections.deque)
     last_frames: list = dataclasses.field(default_factory=list)
@@ -262,12 +311,17 @@ class Session:
     def has_world(self) -> bool:
         return self.env.state is not None
 
+    @property
+    def kind(self) -> str:
+        return model_kind(self.env.pipeline)
+
     def snapshot(self) -> dict:
         """What the page shows about this session (JSON-serialisable)."""
-        return {
+        snapshot = {
             "type": "status",
             "session": self.id,
             "model": self.model,
+            "kind": self.kind,
             "status": self.status,
             "frame_index": self.frame_count,
             "has_world": self.has_world,
@@ -275,6 +329,9 @@ class Session:
             "recorded_frames": len(self.recording),
             "key_bindings": dict(self.action_space.key_bindings),
         }
+        if isinstance(self.env, YanGenEnv):
+            snapshot["prompt"] = self.prompt
+        return snapshot
 
 
 # ---------------------------------------------------------------------------------------------------- manager
@@ -282,23 +339,36 @@ class SessionManager:
     """Owns every session, the shared pipelines, the inference threads and the play-slot queue.
 
     Args:
-        pipelines: ``{model name: YanSimPipeline}``; the first is the default. Each is shared by all sessions.
+        pipelines: ``{model name: YanSimPipeline or YanGenPipeline}``; the first is the default. Each is shared by
+            all sessions. A Yan-Gen pipeline must be causal (it is stepped block by block) and have an action branch
+            (the keys are its controls).
         config: a :class:`SpaceConfig`.
 
     All methods are coroutines or plain functions meant to run on one asyncio event loop (the server's); model
     calls are sent to the thread pool from there.
     """
 
-    def __init__(self, pipelines: dict[str, YanSimPipeline], config: SpaceConfig | None = None):
+    def __init__(self, pipelines: dict[str, YanSimPipeline | YanGenPipeline], config: SpaceConfig | None = None):
         if not pipelines:
             raise ValueError("`pipelines` is empty: the Space needs at least one model.")
-        for name, pipe in pipelines.items():
-            if not isinstance(pipe, YanSimPipeline):
-                raise TypeError(f"pipeline {name!r} must be a YanSimPipeline, got {type(pipe).__name__}.")
-            pipe.set_progress_bar_config(disable=True)  # no tqdm bar per world start in the server log
         self.pipelines = dict(pipelines)
         self.default_model = next(iter(self.pipelines))
         self.config = config or SpaceConfig()
+        for name, pipe in self.pipelines.items():
+            if model_kind(pipe) is None:
+                raise TypeError(
+                    f"pipeline {name!r} must be a YanSimPipeline or a YanGenPipeline, got {type(pipe).__name__}."
+                )
+            if isinstance(pipe, YanGenPipeline) and pipe.action_space is None:
+                raise ValueError(
+                    f"pipeline {name!r} has no action branch (`transformer.config.action_space` is None): the keys"
+                    " would steer nothing. Convert it with an action space (`yan convert-wan --action-space doom`)."
+                )
+            try:
+                self._make_env(name)  # a causal transformer, a resolution the model can make
+            except ValueError as e:
+                raise ValueError(f"pipeline {name!r} cannot be played: {e}") from None
+            pipe.set_progress_bar_config(disable=True)  # no tqdm bar per world start in the server log
         self.sessions: dict[str, Session] = {}
         self.slots = SlotQueue(self.config.max_sessions, on_change=self._on_queue_change)
         self.executor = ThreadPoolExecutor(
@@ -315,17 +385,23 @@ class SessionManager:
 
     # ------------------------------------------------------------------ info
     def model_info(self, name: str) -> dict:
+        """What the page needs to know about a model. ``kind`` is ``"yan-sim"`` or ``"yan-gen"`` (the page then
+        shows a prompt box); ``takes_image``: whether worlds start from an image (bundled or uploaded)."""
         pipe = self._pipeline(name)
-        height, width = pipe.resolution
+        env = self._make_env(name)  # cheap: an env makes no model call until reset
+        height, width = env.observation_space.shape[:2]
         return {
             "name": name,
-            "kind": "yan-sim",  # Yan-Gen / Yan-Edit add prompt boxes on the page when they land
+            "kind": model_kind(pipe),
             "buttons": list(pipe.action_space.buttons),
             "key_bindings": dict(pipe.action_space.key_bindings),
             "height": height,
             "width": width,
-            "frames_per_action": pipe.frames_per_action,
-            "num_start_frames": len(pipe.start_frames),
+            # Yan-Gen: one action per block of latent frames
+            "frames_per_action": pipe.frames_per_action if isinstance(env, YanSimEnv) else env.frames_per_step,
+            "fps": env.metadata["render_fps"],
+            "takes_image": self._takes_image(name),
+            "num_start_frames": len(self._start_frames(name)),
         }
 
     def public_config(self) -> dict:
@@ -336,18 +412,42 @@ class SessionManager:
             "idle_timeout": self.config.idle_timeout,
             "max_fps": self.config.max_fps,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "max_prompt_chars": MAX_PROMPT_CHARS,
         }
 
     def start_frame_path(self, model: str, index: int) -> str:
-        frames = self._pipeline(model).start_frames
+        frames = self._start_frames(model)
         if not isinstance(index, int) or not 0 <= index < len(frames):
             raise SpaceError(f"Start frame {index!r} does not exist; model {model!r} has {len(frames)}.")
         return frames[index]
 
-    def _pipeline(self, name: str) -> YanSimPipeline:
+    def _pipeline(self, name: str) -> YanSimPipeline | YanGenPipeline:
         if name not in self.pipelines:
             raise SpaceError(f"Unknown model {name!r}; available: {list(self.pipelines)}.")
         return self.pipelines[name]
+
+    def _takes_image(self, name: str) -> bool:
+        pipe = self._pipeline(name)
+        return not isinstance(pipe, YanGenPipeline) or pipe.is_image_to_video
+
+    def _start_frames(self, name: str) -> list[str]:
+        return self._pipeline(name).start_frames if self._takes_image(name) else []
+
+    def _make_env(self, name: str) -> YanSimEnv | YanGenEnv:
+        """A new env (no world yet) for model ``name``, with the Space's settings."""
+        pipe = self._pipeline(name)
+        steps = self.config.num_inference_steps
+        if isinstance(pipe, YanGenPipeline):
+            height, width = self.config.gen_resolution
+            return YanGenEnv(
+                pipe,
+                start_images=[],
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                guidance_scale=self.config.gen_guidance_scale,
+            )
+        return YanSimEnv(pipe, start_images=[], num_inference_steps=steps)
 
     # ------------------------------------------------------------------ session lifecycle
     def get(self, session_id: str) -> Session:
@@ -374,7 +474,7 @@ class SessionManager:
         session = Session(
             id=secrets.token_urlsafe(16),
             model=model,
-            env=YanSimEnv(pipe, start_images=[], num_inference_steps=self.config.num_inference_steps),
+            env=self._make_env(model),
             action_space=pipe.action_space,
             created=now,
             last_active=now,
@@ -490,11 +590,15 @@ class SessionManager:
         elif kind == "record":
             self.set_record(session_id, message.get("on", True))
             await self._emit(session, session.snapshot())
+        elif kind == "prompt":
+            self.set_prompt(session_id, message.get("prompt"))
+            when = "from the next block" if session.has_world else "when the world starts"
+            await self._emit(session, {**session.snapshot(), "message": f"New prompt: it applies {when}."})
         elif kind == "ping":
             await self._emit(session, {"type": "pong", "t": message.get("t")})
         else:
             raise SpaceError(
-                f"Unknown message type {kind!r}; expected keys, play, pause, step, reset, bindings, record."
+                f"Unknown message type {kind!r}; expected keys, play, pause, step, reset, bindings, record, prompt."
             )
 
     def set_keys(self, session_id: str, keys: Any, buttons: Any = ()) -> None:
@@ -545,6 +649,16 @@ class SessionManager:
 
     def set_record(self, session_id: str, on: Any) -> None:
         self.get(session_id).record = bool(on)
+
+    def set_prompt(self, session_id: str, prompt: Any) -> None:
+        """Change a Yan-Gen world's text: the next block (and every later one) follows it; a new world starts from
+        it. Frames already made are not touched (the world goes on from them: text-guided expansion)."""
+        session = self.get(session_id)
+        if not isinstance(session.env, YanGenEnv):
+            raise SpaceError(f"Model {session.model!r} is a Yan-Sim model: it takes no prompt, only keys.")
+        session.prompt = check_prompt(prompt)
+        session.prompt_pending = session.has_world
+        session.last_active = time.monotonic()
 
     def set_start_image(self, session_id: str, data: bytes) -> None:
         """Validate an uploaded start frame; the next ``reset`` with ``{"kind": "upload"}`` starts from it."""
@@ -602,7 +716,12 @@ class SessionManager:
         if not isinstance(start, dict):
             raise SpaceError('`start` must be {"kind": "bundled", "index": i} or {"kind": "upload"}.')
         kind = start.get("kind", "upload" if session.use_upload else "bundled")
-        if kind == "upload":
+        if not self._takes_image(session.model):
+            if kind == "upload":
+                raise SpaceError("This model is text-to-video: its worlds start from the prompt, not from an image.")
+            if kind != "bundled":
+                raise SpaceError(f"Unknown start kind {kind!r}; expected 'bundled' or 'upload'.")
+        elif kind == "upload":
             if session.start_upload is None:
                 raise SpaceError("No uploaded start image yet: upload one first.")
             session.use_upload = True
@@ -630,12 +749,10 @@ class SessionManager:
                 await self.slots.acquire(session.id)  # positions are pushed to the page by _on_queue_change
             session.status = "playing"
             await self._emit(session, session.snapshot())
-            min_interval = (
-                session.env.pipeline.frames_per_action / self.config.max_fps if self.config.max_fps > 0 else 0.0
-            )
             while session.playing and session.id in self.sessions:
                 started = time.monotonic()
-                await self._advance(session)
+                num_frames = await self._advance(session)  # a Yan-Sim action or a whole Yan-Gen block
+                min_interval = num_frames / self.config.max_fps if self.config.max_fps > 0 else 0.0
                 spare = min_interval - (time.monotonic() - started)
                 # always yield once, so a model faster than the event loop cannot starve the other sessions
                 await asyncio.sleep(max(spare, 0.0))
@@ -664,38 +781,55 @@ class SessionManager:
                 if session.status == "queued" and session.id in self.sessions:
                     session.status = "paused" if session.has_world else "ready"
 
-    def _start_image(self, session: Session) -> PIL.Image.Image:
+    def _start_image(self, session: Session) -> PIL.Image.Image | None:
+        if not self._takes_image(session.model):
+            return None  # a text-to-video world starts from its prompt
         if session.use_upload and session.start_upload is not None:
             return session.start_upload
-        frames = session.env.pipeline.start_frames
+        frames = self._start_frames(session.model)
         if not frames:
             raise SpaceError("This model ships no start frames: upload a start image.")
         with PIL.Image.open(self.start_frame_path(session.model, session.start_index)) as image:
             return image.convert("RGB")
 
-    async def _new_world(self, session: Session) -> None:
+    async def _new_world(self, session: Session) -> int:
         image = self._start_image(session)
         seed = session.seed
         action = self.current_action(session)
+        options = {"image": image, "action": action}
+        if isinstance(session.env, YanGenEnv):
+            options["prompt"] = session.prompt
+            session.prompt_pending = False
 
         def run():
-            return session.env.reset(seed=seed, options={"image": image, "action": action})
+            return session.env.reset(seed=seed, options=options)
 
         async with session.lock:
             session.recording.clear()
             session.frame_count = 0
-            await self._run_model(session, run, action)
+            return await self._run_model(session, run, action)
 
-    async def _advance(self, session: Session) -> None:
+    async def _advance(self, session: Session) -> int:
+        """One env step (a new world first if there is none); returns the number of video frames it made."""
         if not session.has_world:
-            await self._new_world(session)
-            return
+            return await self._new_world(session)
         action = self.current_action(session)
-        async with session.lock:
-            await self._run_model(session, lambda: session.env.step(action), action)
+        # a prompt changed since the last block goes to the env right before this step, on the inference thread
+        # (the env is only ever touched there, one call at a time)
+        prompt = session.prompt if session.prompt_pending else None
+        session.prompt_pending = False
 
-    async def _run_model(self, session: Session, fn: Callable, action: torch.Tensor) -> None:
-        """Run one env call in the thread pool, encode its frames there, then record and send them."""
+        def run():
+            if prompt is not None:
+                session.env.set_prompt(prompt)
+            return session.env.step(action)
+
+        async with session.lock:
+            return await self._run_model(session, run, action)
+
+    async def _run_model(self, session: Session, fn: Callable, action: torch.Tensor) -> int:
+        """Run one env call in the thread pool, encode its frames there, then record and send them (all the frames
+        of the call: one Yan-Sim action's, or one Yan-Gen block's); returns how many."""
         quality = self.config.jpeg_quality
 
         def work():
@@ -731,6 +865,7 @@ class SessionManager:
             "n": len(jpegs),
         }
         await self._emit(session, meta, jpegs)
+        return len(jpegs)
 
     # ------------------------------------------------------------------ recording
     async def export_recording(self, session_id: str, fps: int | None = None) -> str:
@@ -741,7 +876,7 @@ class SessionManager:
         jpegs = list(session.recording)
         if not jpegs:
             raise SpaceError("Nothing recorded yet: play a little first (and keep Record on).")
-        fps = fps or int(YanSimEnv.metadata["render_fps"])
+        fps = fps or int(session.env.metadata["render_fps"])
         handle, path = tempfile.mkstemp(prefix="yan-recording-", suffix=".mp4")
         os.close(handle)
 
@@ -760,13 +895,20 @@ class SessionManager:
         upload: bytes | None = None,
         seed: int = 0,
         fps: int | None = None,
+        prompt: str | None = None,
     ) -> str:
         """Start a world, play ``actions`` in it and return an mp4 path: the stateless mode for shared-GPU Spaces
-        (ZeroGPU), where no GPU is held between requests. Shares the play-slot queue with the live sessions."""
+        (ZeroGPU), where no GPU is held between requests. Shares the play-slot queue with the live sessions.
+
+        Yan-Gen models take one action per block and start from ``prompt`` (default ``""``); text-to-video ones
+        take no start image."""
         from diffusers.utils import export_to_video
 
         model = model or self.default_model
         pipe = self._pipeline(model)
+        if prompt is not None and not isinstance(pipe, YanGenPipeline):
+            raise SpaceError(f"Model {model!r} is a Yan-Sim model: it takes no prompt, only actions.")
+        prompt = check_prompt("" if prompt is None else prompt)
         try:
             encoded = pipe.action_space.encode_sequence(actions, arg="actions")
         except (ValueError, TypeError) as e:
@@ -775,6 +917,8 @@ class SessionManager:
             raise SpaceError(f"At most {self.config.max_clip_actions} actions per clip, got {encoded.shape[0]}.")
         if upload is not None:
             image = load_start_image(upload, pipe)
+        elif not self._takes_image(model):
+            image = None
         else:
             with PIL.Image.open(self.start_frame_path(model, start_index)) as im:
                 image = im.convert("RGB")
@@ -785,7 +929,17 @@ class SessionManager:
         os.close(handle)
         steps = self.config.num_inference_steps
 
+        def work_gen():  # the env of live play: its settings, one block per action
+            env = self._make_env(model)
+            _, info = env.reset(seed=seed, options={"image": image, "action": encoded[0], "prompt": prompt})
+            frames = list(info["frames"])
+            for action in encoded[1:]:
+                frames.extend(env.step(action)[-1]["frames"])
+            return export_to_video(frames, path, fps=fps or int(env.metadata["render_fps"]))
+
         def work():
+            if isinstance(pipe, YanGenPipeline):
+                return work_gen()
             out = pipe(
                 image=image,
                 actions=encoded,

@@ -1,14 +1,16 @@
 // The Yan Space game page: held keys go up a WebSocket, JPEG frames come down and are drawn on a canvas.
 // Protocol: see diffusers_yan/space/server.py. Every tab has its own session (id kept in sessionStorage, so a
 // reload resumes the same world while it is alive); custom key bindings are kept in localStorage per model.
+// Yan-Gen models (info.kind === "yan-gen") also get a prompt box: a changed prompt is sent up and the server's
+// world follows it from its next block.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = {
   config: null, model: null, info: null, ws: null, sessionId: null,
   heldKeys: new Set(), heldButtons: new Set(), bindings: {}, status: "connecting",
-  expected: 0, pendingMeta: null, queue: [], lastFrameAt: 0, gap: 0, startIndex: 0, listeningFor: null,
-  framesDrawn: 0,
+  expected: 0, pendingMeta: null, queue: [], lastFrameAt: 0, gap: 0, burst: 1, startIndex: 0, listeningFor: null,
+  framesDrawn: 0, sentPrompt: null,
 };
 window.yan = state; // for debugging and the browser test
 
@@ -26,6 +28,7 @@ function prettyKey(code) {
   return arrows[code] || code.replace(/^Key/, "").replace(/^Digit/, "");
 }
 function bindingsKey() { return "yan-bindings-" + state.model; }
+function isGen() { return state.info && state.info.kind === "yan-gen"; }
 
 // ------------------------------------------------------------------ setup
 async function init() {
@@ -51,10 +54,24 @@ async function init() {
   canvas.width = state.info.width;
   canvas.height = state.info.height;
   canvas.parentElement.style.aspectRatio = `${state.info.width} / ${state.info.height}`;
+  setupKind();
   buildStarts();
   buildPad();
   buildBindings();
   connect();
+}
+
+function setupKind() {
+  const gen = isGen();
+  $("brand").textContent = gen ? "Yan-Gen" : "Yan-Sim";
+  $("tagline").textContent = gen
+    ? "a world generated block by block from your prompt and your keys"
+    : "a game world dreamed frame by frame by a diffusion model";
+  document.title = `${gen ? "Yan-Gen" : "Yan-Sim"} · play a neural game world`;
+  $("prompt-box").hidden = !gen;
+  $("prompt").maxLength = state.config.max_prompt_chars;
+  $("upload-label").hidden = !state.info.takes_image;
+  $("start-note").hidden = state.info.takes_image;
 }
 
 function buildStarts() {
@@ -64,11 +81,17 @@ function buildStarts() {
     const img = new Image();
     img.src = `api/models/${encodeURIComponent(state.model)}/start-frames/${i}.png`;
     img.title = `start frame ${i + 1}`;
-    img.onclick = () => { chooseStart(i); send({ type: "reset", start: { kind: "bundled", index: i }, seed: seed() }); };
+    img.onclick = () => {
+      chooseStart(i);
+      flushPrompt();
+      send({ type: "reset", start: { kind: "bundled", index: i }, seed: seed() });
+    };
     box.appendChild(img);
   }
   chooseStart(0);
-  if (state.info.num_start_frames === 0) message("This model has no bundled start frames: upload an image to start.");
+  if (state.info.takes_image && state.info.num_start_frames === 0) {
+    message("This model has no bundled start frames: upload an image to start.");
+  }
 }
 function chooseStart(i) {
   state.startIndex = i;
@@ -200,6 +223,9 @@ function setStatus(status, position) {
 }
 function onStatus(msg) {
   setStatus(msg.status, msg.queue_position);
+  // the session's prompt (a resumed world's, or the one just applied), unless the visitor is typing a new one
+  if (msg.prompt !== undefined && document.activeElement !== $("prompt")) $("prompt").value = msg.prompt;
+  if (msg.prompt !== undefined) state.sentPrompt = msg.prompt;
   $("record").checked = !!msg.record;
   if (msg.frame_index !== undefined) $("frame-counter").textContent = msg.frame_index;
   if (msg.status === "closed") { sessionStorage.removeItem("yan-session"); }
@@ -208,9 +234,11 @@ function onStatus(msg) {
 function onMeta(msg) {
   state.pendingMeta = msg;
   state.expected = msg.n || 0;
+  state.burst = Math.max(1, msg.n || 1);
   const now = performance.now();
-  // spread the frames of one model call over the time between calls (2 video frames per action by default)
-  if (state.lastFrameAt) state.gap = Math.min(150, (now - state.lastFrameAt) / Math.max(1, msg.n || 1));
+  // spread the frames of one model call over the time between calls (a Yan-Sim action makes 2 video frames by
+  // default, a Yan-Gen block 4 per latent frame)
+  if (state.lastFrameAt) state.gap = Math.min(150, (now - state.lastFrameAt) / state.burst);
   state.lastFrameAt = now;
   $("frame-counter").textContent = msg.frame_index;
   if (msg.fps !== undefined) $("fps").textContent = msg.fps.toFixed(1);
@@ -222,8 +250,9 @@ function onMeta(msg) {
 async function onFrame(blob) {
   const bitmap = await createImageBitmap(blob);
   state.queue.push(bitmap);
-  // never fall behind: if frames pile up (a slow tab), drop the oldest
-  while (state.queue.length > 4) state.queue.shift().close();
+  // never fall behind: keep the frames of about two model calls (the one playing and the next); if more pile up
+  // (a slow tab), drop the oldest
+  while (state.queue.length > 2 * state.burst + 2) state.queue.shift().close();
   if (state.queue.length === 1) pump();
 }
 function pump() {
@@ -236,7 +265,8 @@ function pump() {
   state.framesDrawn++;
   paint(bitmap);
   if (state.framesDrawn === 1 && state.status !== "queued") $("overlay").classList.add("hidden");
-  setTimeout(() => { state.queue.shift(); bitmap.close(); pump(); }, state.queue.length > 2 ? 0 : state.gap);
+  const behind = state.queue.length > state.burst + 1; // a whole call's frames waiting behind this one: catch up
+  setTimeout(() => { state.queue.shift(); bitmap.close(); pump(); }, behind ? 0 : state.gap);
 }
 
 // ------------------------------------------------------------------ keys
@@ -278,14 +308,28 @@ function releaseAll() {
 window.addEventListener("blur", releaseAll); // a key released in another window never sends keyup here
 document.addEventListener("visibilitychange", () => { if (document.hidden) releaseAll(); });
 
+// ------------------------------------------------------------------ the prompt (Yan-Gen)
+function sendPrompt() {
+  state.sentPrompt = $("prompt").value;
+  send({ type: "prompt", prompt: state.sentPrompt });
+}
+function flushPrompt() { // a prompt typed but not applied yet goes with the next command
+  if (isGen() && $("prompt").value !== state.sentPrompt) sendPrompt();
+}
+$("prompt-box").onsubmit = (e) => { e.preventDefault(); sendPrompt(); $("screen").focus(); };
+$("prompt").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); sendPrompt(); $("screen").focus(); }
+});
+
 // ------------------------------------------------------------------ buttons
 $("play").onclick = () => {
   const playing = state.status === "playing" || state.status === "queued";
+  if (!playing) flushPrompt();
   send({ type: playing ? "pause" : "play" });
   $("screen").focus();
 };
-$("step").onclick = () => send({ type: "step" });
-$("reset").onclick = () => send({ type: "reset", seed: seed() });
+$("step").onclick = () => { flushPrompt(); send({ type: "step" }); };
+$("reset").onclick = () => { flushPrompt(); send({ type: "reset", seed: seed() }); };
 $("record").onchange = (e) => send({ type: "record", on: e.target.checked });
 $("download").onclick = async () => {
   if (!state.sessionId) return;
@@ -310,6 +354,7 @@ $("upload").onchange = async (e) => {
   if (!r.ok) { message(body.error, true); return; }
   chooseStart(-1);
   message(`New world from ${file.name}.`);
+  flushPrompt();
   send({ type: "reset", start: { kind: "upload" }, seed: seed() });
 };
 

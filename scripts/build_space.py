@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Build the Hugging Face Space folder: the diffusers-yan package, its requirements and spaces_app/ (app, card).
+
+    python scripts/build_space.py --out build/space                   # CPU hardware (the free tier)
+    python scripts/build_space.py --out build/space --hardware gpu    # GPU or ZeroGPU hardware
+    hf upload <user>/<space> build/space . --repo-type space
+
+What goes into the folder, and why:
+
+- ``diffusers_yan/`` and its ``.dist-info``: a wheel of this checkout (bundled model and page files included), built
+  with ``pip wheel`` and unpacked next to ``app.py``, where ``python app.py`` imports it from. The wheel is not
+  installed through requirements.txt because a Space installs requirements.txt *before* the repository's files are
+  copied in (only that file is mounted at that step): a wheel named there by path would not be found.
+- ``requirements.txt``: the wheel's dependencies and its ``[space]`` extra's, read from the wheel's metadata, plus
+  where torch comes from (``--hardware``).
+- ``app.py`` and ``README.md`` (the Space card, with its front matter) from ``spaces_app/``.
+- ``models/NAME/`` with ``--model PATH``: a model folder that app.py serves instead of the bundled model.
+"""
+
+import argparse
+import email.parser
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE_FILES = ("app.py", "README.md")
+SPACE_EXTRA = "space"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_NOTES = {
+    "cpu": [
+        "# --hardware cpu: torch from PyTorch's CPU index, without the CUDA libraries (a much smaller image).",
+        "# Never on GPU or ZeroGPU hardware: pip prefers this index's `torch==X+cpu` to PyPI's `torch==X` (CUDA);",
+        "# rebuild with --hardware gpu for those.",
+        f"--extra-index-url {CPU_TORCH_INDEX}",
+    ],
+    "gpu": [
+        "# --hardware gpu: torch from PyPI, a CUDA build, as GPU and ZeroGPU hardware need (it runs on CPU too, in a",
+        "# bigger image: build with --hardware cpu for CPU hardware).",
+    ],
+}
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="The Space folder to write (new or empty).")
+    parser.add_argument(
+        "--hardware",
+        choices=sorted(TORCH_NOTES),
+        default="cpu",
+        help="The Space's hardware: `cpu` installs CPU-only torch; `gpu` (GPU or ZeroGPU) the CUDA build.",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="A Yan model folder (with model_index.json) to ship in the Space and serve instead of the bundled one.",
+    )
+    parser.add_argument(
+        "--wheel-dir", type=Path, default=None, help="Also keep the built wheel in this folder (default: not kept)."
+    )
+    return parser.parse_args(input_args)
+
+
+def build_wheel(wheel_dir: Path) -> Path:
+    """Build the package's wheel from a copy of this checkout's sources (the checkout stays free of build/ and
+    egg-info folders, whose stale files setuptools would otherwise pack); returns the wheel's path."""
+    with tempfile.TemporaryDirectory(prefix="yan-space-src-") as tmp:
+        for name in ("setup.py", "pyproject.toml", "README.md"):
+            shutil.copy2(ROOT / name, tmp)
+        shutil.copytree(ROOT / "src", Path(tmp) / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheel_dir]
+        result = subprocess.run([*command, tmp], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"`pip wheel` failed:\n{result.stdout}{result.stderr}")
+    wheels = sorted(wheel_dir.glob("diffusers_yan-*.whl"))
+    if len(wheels) != 1:
+        sys.exit(f"Expected one diffusers_yan wheel in {wheel_dir}, found {[w.name for w in wheels]}.")
+    return wheels[0]
+
+
+def unpack_wheel(wheel: Path, out: Path) -> None:
+    """Unpack a pure-Python wheel into ``out``: what installing it into ``out`` does (console scripts aside)."""
+    with zipfile.ZipFile(wheel) as archive:
+        data = [name for name in archive.namelist() if name.split("/", 1)[0].endswith(".data")]
+        if data:
+            sys.exit(f"{wheel.name} has files outside the package ({data[:3]}...); it cannot be unpacked as is.")
+        archive.extractall(out)
+
+
+def space_requirements(wheel: Path, hardware: str) -> str:
+    """requirements.txt for the Space: the wheel's dependencies and those of its [space] extra."""
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata_name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.parser.Parser().parsestr(archive.read(metadata_name).decode("utf-8"))
+    lines = [
+        f"# Generated by scripts/build_space.py for diffusers-yan {metadata['Version']}, which is in this folder",
+        f"# (next to app.py). Its dependencies, with the [{SPACE_EXTRA}] extra's:",
+    ]
+    for text in metadata.get_all("Requires-Dist") or []:
+        requirement = Requirement(text)
+        if requirement.marker is not None:
+            if not requirement.marker.evaluate({"extra": SPACE_EXTRA}):
+                continue  # another extra's
+            requirement.marker = None
+        lines.append(str(requirement))
+    return "\n".join(lines + TORCH_NOTES[hardware]) + "\n"
+
+
+def main(args):
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        sys.exit(f"{out} exists and is not an empty folder; remove it or choose another --out.")
+    if args.model is not None and not (args.model / "model_index.json").is_file():
+        sys.exit(f"--model {args.model}: no model_index.json there; pass a saved Yan pipeline folder.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="yan-space-wheel-") as tmp:
+        wheel_dir = args.wheel_dir or Path(tmp)
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        wheel = build_wheel(wheel_dir)
+        unpack_wheel(wheel, out)
+        (out / "requirements.txt").write_text(space_requirements(wheel, args.hardware), encoding="utf-8")
+        kept = f" (kept: {wheel})" if args.wheel_dir else ""
+        print(f"package: {wheel.name} unpacked into {out}{kept}")
+    print(f"requirements.txt: diffusers-yan's dependencies + [{SPACE_EXTRA}], torch for {args.hardware} hardware")
+    for name in SPACE_FILES:
+        shutil.copy2(ROOT / "spaces_app" / name, out / name)
+        print(f"{name}: from spaces_app/")
+    if args.model is not None:
+        target = out / "models" / args.model.resolve().name
+        shutil.copytree(args.model, target, ignore=shutil.ignore_patterns("__pycache__", ".cache"))
+        print(f"models/{target.name}: from {args.model} (served instead of the bundled model)")
+    print(f"Space folder ready: {out}\nupload it with: hf upload <user>/<space> {out} . --repo-type space")
+
+
+if __name__ == "__main__":
+    main(parse_args())
