@@ -73,6 +73,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--limitations", default=None, help="a markdown file with the model's known limitations for the card"
     )
+    p.add_argument(
+        "--guidance_scale", type=float, default=None, help="store this default action guidance in model_index.json"
+    )
+    p.add_argument("--guidance_steps", type=int, default=None, help="and this default number of guided steps")
     p.add_argument("--name", default="yan-sim-doom")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -82,6 +86,16 @@ def main(argv=None) -> int:
     from diffusers_yan import YanSimPipeline
 
     pipe = YanSimPipeline.from_pretrained(args.pipeline)
+    if args.guidance_scale is not None:
+        pipe.register_to_config(default_guidance_scale=args.guidance_scale, default_guidance_steps=args.guidance_steps)
+    scale, steps = pipe.config.default_guidance_scale, getattr(pipe.config, "default_guidance_steps", None)
+    if args.eval_json:  # the card's figures must come from the settings the folder ships with
+        evaluated = json.load(open(args.eval_json)).get("settings", {})
+        if (evaluated.get("guidance_scale", 1.0), evaluated.get("guidance_steps")) != (scale, steps):
+            p.error(
+                f"--eval_json was made with guidance_scale={evaluated.get('guidance_scale', 1.0)},"
+                f" guidance_steps={evaluated.get('guidance_steps')}, but the folder would ship {scale}, {steps}."
+            )
     tmp = args.out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
@@ -130,6 +144,16 @@ def main(argv=None) -> int:
         "",
         "Play it in the browser with `yan play`, or render a clip with `yan generate --out clip.mp4`.",
     ]
+    if scale > 1:
+        sections += [
+            "",
+            f"It ships with action guidance on: `default_guidance_scale={scale:g}`"
+            + (f", `default_guidance_steps={steps}`" if steps else "")
+            + " in `model_index.json`. Each call also runs the window with the UNet's null action (the training"
+            " data's mean action, `unet/config.json`) and extrapolates away from it"
+            + (f" on each frame's last {steps} denoising steps" if steps else "")
+            + ", so the frames follow the actions more strongly; pass `guidance_scale=1.0` to turn it off.",
+        ]
     if args.eval_json:
         report = json.load(open(args.eval_json))
         settings = report.get("settings", {})

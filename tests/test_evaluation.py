@@ -384,3 +384,30 @@ def test_bad_input(model_dir, doom_data, idm_dir, tmp_path, capsys):
         evaluate_windows(OraclePipe(), [crafted_window(0, 1 + R)], horizons=(1,), idm=idm, show_progress=False)
     with pytest.raises(ValueError, match="shorter"):
         evaluate_windows(OraclePipe(), [crafted_window(0, R)], horizons=(1,), show_progress=False)
+
+
+def test_bundle_script_ships_the_evaluated_guidance(model_dir, doom_data, tmp_path):
+    """scripts/bundle_model.py: a Hub-ready folder whose defaults are the settings its card's figures came from."""
+    report = tmp_path / "eval.json"
+    rc = yan(
+        ["evaluate", "--model", str(model_dir), "--data", str(doom_data), "--horizons", "1,2", "--json", str(report),
+         "--episodes", "1", "--starts-per-episode", "1", "--guidance-scale", "2", "--guidance-steps", "2"]
+    )  # fmt: skip
+    assert rc == 0
+    spec = importlib.util.spec_from_file_location("bundle_model", ROOT / "scripts" / "bundle_model.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    out = tmp_path / "bundled"
+    args = ["--pipeline", str(model_dir), "--heldout", str(doom_data), "--eval_json", str(report), "--out", str(out)]
+    assert bundle.main([*args, "--guidance_scale", "2", "--guidance_steps", "2", "--num_start_frames", "2"]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["default_guidance_scale"] == 2.0 and index["default_guidance_steps"] == 2
+    assert sorted(p.name for p in (out / "start_frames").iterdir()) == ["000.png", "001.png"]
+    card = (out / "README.md").read_text()
+    assert "## Evaluation against the game engine" in card and "`default_guidance_scale=2`" in card
+    assert YanSimPipeline.from_pretrained(out).config.default_guidance_steps == 2
+    # a folder that would ship other settings than the evaluated ones is refused
+    with pytest.raises(SystemExit):
+        bundle.main([*args, "--guidance_scale", "3", "--guidance_steps", "2"])
+    with pytest.raises(SystemExit):
+        bundle.main(args)  # the tiny model's own default: no guidance
