@@ -47,6 +47,21 @@ def evaluation_table(report: dict) -> str:
             f"Rollout / real exact-match ratio: {idm['rollout_over_real_exact_match']:.2f}; teacher-forced / real:"
             f" {idm['teacher_forced_over_real_exact_match']:.2f}.",
         ]
+        rates = {k: idm[k].get("per_button_rates", {}) for k in ("real", "rollout", "teacher_forced")}
+        buttons = [b for b in ("MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT") if b in rates["real"]]
+        if buttons:
+            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            rows += [
+                "",
+                "Where the errors are (the probe's hit rate on pairs where the button was held / false-alarm rate on"
+                " pairs where it was not):",
+                "",
+                "| button | held in | real engine | generated (rollout) | generated (teacher-forced) |",
+                "|---|---|---|---|---|",
+            ]
+            for b in buttons:
+                cells = [f"{fmt(rates[k][b]['hit_rate'])} / {fmt(rates[k][b]['false_alarm_rate'])}" for k in rates]
+                rows.append(f"| {b} | {fmt(rates['real'][b]['held'])} of the pairs | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

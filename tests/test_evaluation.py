@@ -386,12 +386,13 @@ def test_bad_input(model_dir, doom_data, idm_dir, tmp_path, capsys):
         evaluate_windows(OraclePipe(), [crafted_window(0, R)], horizons=(1,), show_progress=False)
 
 
-def test_bundle_script_ships_the_evaluated_guidance(model_dir, doom_data, tmp_path):
+def test_bundle_script_ships_the_evaluated_guidance(model_dir, doom_data, idm_dir, tmp_path):
     """scripts/bundle_model.py: a Hub-ready folder whose defaults are the settings its card's figures came from."""
     report = tmp_path / "eval.json"
     rc = yan(
         ["evaluate", "--model", str(model_dir), "--data", str(doom_data), "--horizons", "1,2", "--json", str(report),
-         "--episodes", "1", "--starts-per-episode", "1", "--guidance-scale", "2", "--guidance-steps", "2"]
+         "--episodes", "1", "--starts-per-episode", "1", "--guidance-scale", "2", "--guidance-steps", "2",
+         "--idm", str(idm_dir)]
     )  # fmt: skip
     assert rc == 0
     spec = importlib.util.spec_from_file_location("bundle_model", ROOT / "scripts" / "bundle_model.py")
@@ -405,6 +406,7 @@ def test_bundle_script_ships_the_evaluated_guidance(model_dir, doom_data, tmp_pa
     assert sorted(p.name for p in (out / "start_frames").iterdir()) == ["000.png", "001.png"]
     card = (out / "README.md").read_text()
     assert "## Evaluation against the game engine" in card and "`default_guidance_scale=2`" in card
+    assert "inverse-dynamics probe" in card and "| MOVE_FORWARD |" in card  # hit / false-alarm rates per button
     assert YanSimPipeline.from_pretrained(out).config.default_guidance_steps == 2
     # a folder that would ship other settings than the evaluated ones is refused
     with pytest.raises(SystemExit):
