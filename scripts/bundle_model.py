@@ -20,6 +20,11 @@ import sys
 import numpy as np
 
 
+def _num(value, digits: int = 2) -> str:
+    """A figure for the card; ``-`` where the report has none (e.g. a ratio over a zero)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def evaluation_table(report: dict) -> str:
     """Markdown tables from a `yan evaluate` JSON: PSNR/SSIM per horizon beside copy-last-frame, and the IDM probe."""
     res = report["results"]
@@ -44,13 +49,12 @@ def evaluation_table(report: dict) -> str:
             f" {idm['teacher_forced']['per_button_mean']:.3f} |",
             f"| always the most common action | {idm['majority_guess_exact_match']:.3f} | |",
             "",
-            f"Rollout / real exact-match ratio: {idm['rollout_over_real_exact_match']:.2f}; teacher-forced / real:"
-            f" {idm['teacher_forced_over_real_exact_match']:.2f}.",
+            f"Rollout / real exact-match ratio: {_num(idm['rollout_over_real_exact_match'])}; teacher-forced /"
+            f" real: {_num(idm['teacher_forced_over_real_exact_match'])}.",
         ]
         rates = {k: idm[k].get("per_button_rates", {}) for k in ("real", "rollout", "teacher_forced")}
         buttons = [b for b in ("MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT") if b in rates["real"]]
         if buttons:
-            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
             rows += [
                 "",
                 "Where the errors are (the probe's hit rate on pairs where the button was held / false-alarm rate on"
@@ -60,8 +64,8 @@ def evaluation_table(report: dict) -> str:
                 "|---|---|---|---|---|",
             ]
             for b in buttons:
-                cells = [f"{fmt(rates[k][b]['hit_rate'])} / {fmt(rates[k][b]['false_alarm_rate'])}" for k in rates]
-                rows.append(f"| {b} | {fmt(rates['real'][b]['held'])} of the pairs | " + " | ".join(cells) + " |")
+                cells = [f"{_num(rates[k][b]['hit_rate'])} / {_num(rates[k][b]['false_alarm_rate'])}" for k in rates]
+                rows.append(f"| {b} | {_num(rates['real'][b]['held'])} of the pairs | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
