@@ -8,6 +8,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DDIMScheduler
+from gymnasium import spaces
 
 from diffusers_yan import AutoencoderKLYan, YanSimEnv, YanSimPipeline, YanSimState, YanSimUNetModel
 
@@ -265,6 +266,14 @@ def test_custom_action_space_from_config():
     assert out.frames.shape[1] == 4
     with pytest.raises(ValueError, match="MOVE_FORWARD"):
         pipe(image=start_image(), actions=["MOVE_FORWARD"])
+
+    # its gym env: buttons and axes as a Dict space, whose samples step the world like any other action
+    env = YanSimEnv(pipe, start_images=[start_image()])
+    assert env.action_space["buttons"] == spaces.MultiBinary(2) and env.action_space["axes"].shape == (1,)
+    env.reset(seed=0)
+    sample = {"buttons": np.array([1, 0], np.int8), "axes": np.array([0.25], np.float32)}
+    assert env.step(sample)[-1]["frames"].shape == (pipe.frames_per_action, 32, 32, 3)
+    np.testing.assert_array_equal(env._encode(sample), pipe.action_space.encode([1.0, 0.0, 0.25]))
 
 
 def test_gym_env(pipe):

@@ -447,3 +447,62 @@ def test_browser_prompt_box_for_yan_gen(gen_pipe, browser):  # noqa: F811
         assert "must be text" in page.text_content("#message")
         assert not errors, errors
         page.close()
+
+
+def test_clip_mode_blocks_for_yan_gen_models(pipe, gen_pipe, t2v_pipe):  # noqa: F811
+    """The Gradio clip mode (plain path) on Yan-Sim, image-to-video and text-to-video Yan-Gen models: the prompt box
+    and the start inputs follow the chosen model, and a Yan-Gen clip follows its prompt."""
+    import gradio as gr
+    import imageio.v3 as iio
+
+    from diffusers_yan.space.clip import CLIP_API_NAME, DEFAULT_CLIP_ACTIONS, build_clip_blocks
+
+    manager = SessionManager({"tiny-sim": pipe, "tiny-gen": gen_pipe, "tiny-t2v": t2v_pipe}, gen_config())
+    blocks = build_clip_blocks(manager, zerogpu=False)
+    shown = {c.elem_id: c for c in blocks.blocks.values() if str(getattr(c, "elem_id", "")).startswith("clip-")}
+    # the first model is Yan-Sim: no prompt box; its start frames, upload and buttons
+    assert not shown["clip-prompt"].visible and shown["clip-start"].visible and shown["clip-upload"].visible
+    assert shown["clip-start"].value == "start frame 1" and "Buttons: MOVE_FORWARD" in shown["clip-actions"].info
+
+    (change,) = [i for i, fn in blocks.fns.items() if fn.name == "on_model_change"]
+
+    def choose(model, actions):
+        start, upload, prompt, actions = blocks(model, actions, fn_index=change)
+        return start, upload, prompt, actions
+
+    # image-to-video Yan-Gen: the prompt box, its two start frames and the upload; its buttons, and a default
+    # clip made of them (the Doom actions typed for Yan-Sim are not its buttons)
+    start, upload, prompt, actions = choose("tiny-gen", DEFAULT_CLIP_ACTIONS)
+    assert prompt["visible"] and upload["visible"] and start["visible"] and start["value"] == "start frame 1"
+    assert [choice[0] for choice in start["choices"]] == ["start frame 1", "start frame 2"]
+    assert actions["value"] == "LEFT*2,RIGHT*2,JUMP*2"
+    assert "Buttons: LEFT, RIGHT, JUMP." in actions["info"] and "block of 4 frames" in actions["info"]
+    # text-to-video Yan-Gen: the prompt box, no start frame or upload; typed actions it takes are kept
+    start, upload, prompt, actions = choose("tiny-t2v", "JUMP*3")
+    assert prompt["visible"] and not upload["visible"] and not start["visible"] and start["value"] is None
+    assert actions["value"] == "JUMP*3"
+    # back to Yan-Sim: no prompt box
+    start, upload, prompt, actions = choose("tiny-sim", "JUMP*3")
+    assert not prompt["visible"] and upload["visible"] and start["visible"]
+    assert actions["value"] == DEFAULT_CLIP_ACTIONS and "Buttons: MOVE_FORWARD" in actions["info"]
+
+    def clip(model, start, prompt, actions="LEFT,JUMP"):
+        output = blocks(model, start, None, actions, 0, prompt, api_name=CLIP_API_NAME)
+        path = output["video"] if isinstance(output, dict) else output
+        path = path["path"] if isinstance(path, dict) else path
+        return (iio.imread(path, plugin="pyav") if _has_pyav() else iio.imread(path)).astype(float)
+
+    # a Yan-Gen clip follows its prompt: the same prompt replays the same video, another one another video (in the
+    # block after the first frame, which starts from the start image; by about as much as another seed: ~1.2 of 255
+    # on average, up to ~11, through the mp4's compression)
+    cave = clip("tiny-gen", "start frame 1", "a cave")
+    assert cave.shape == (1 + 4, 32, 32, 3)
+    np.testing.assert_array_equal(clip("tiny-gen", "start frame 1", "a cave"), cave)
+    meadow = clip("tiny-gen", "start frame 1", "a sunny meadow")
+    assert np.abs(meadow[1:] - cave[1:]).mean() > 0.5 and np.abs(meadow[1:] - cave[1:]).max() > 5
+    # text-to-video: no start frame needed; Yan-Sim: the (hidden) prompt box is ignored
+    assert clip("tiny-t2v", None, "a cave").shape == (1 + 4, 32, 32, 3)
+    assert clip("tiny-sim", "start frame 1", "left over", "MOVE_FORWARD").shape[0] == pipe.frames_per_action
+    with pytest.raises(gr.Error, match=f"at most {MAX_PROMPT_CHARS}"):
+        clip("tiny-gen", "start frame 1", "x" * (MAX_PROMPT_CHARS + 1))
+    run(manager.shutdown())

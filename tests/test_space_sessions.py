@@ -371,10 +371,23 @@ def test_custom_key_bindings(pipe):
 
 
 def test_clip_mode_plays_actions_to_mp4(pipe):
+    import pickle
+
+    import imageio.v3 as iio
+
     async def main():
         manager = manager_for(pipe)
         path = await manager.play_clip("MOVE_FORWARD*3,TURN_LEFT", start_index=1, seed=1)
         assert os.path.getsize(path) > 0 and os.path.dirname(path) == manager.clip_dir
+        assert not manager.slots.holders  # the clip's play slot was given back
+
+        # play_clip = prepare_clip (checks, start image, mp4 path; no model call) + render_clip (the model), and the
+        # request survives pickling (ZeroGPU sends it to another process)
+        request = manager.prepare_clip("MOVE_FORWARD*3,TURN_LEFT", start_index=1, seed=1)
+        assert request.num_actions == 4 and request.fps == 15 and os.path.getsize(request.path) == 0
+        rendered = manager.render_clip(pickle.loads(pickle.dumps(request)))
+        read = (lambda p: iio.imread(p, plugin="pyav")) if _has_pyav() else iio.imread
+        assert rendered == request.path and np.array_equal(read(rendered), read(path))
         with pytest.raises(SpaceError, match="unknown action"):
             await manager.play_clip("JUMP*3")
         with pytest.raises(SpaceError, match="At most"):

@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--gen-resolution",
-        type=_resolution,
+        type=parse_gen_resolution,
         default=(480, 832),
         metavar="HxW",
         help="resolution of Yan-Gen worlds, multiples of 16 (default 480x832, Wan2.1's 480p)",
@@ -73,7 +73,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _resolution(text: str) -> tuple[int, int]:
+def parse_gen_resolution(text: str) -> tuple[int, int]:
+    """``"HEIGHTxWIDTH"`` -> ``(height, width)``: the Yan-Gen resolution of ``--gen-resolution`` (and of the Space's
+    ``YAN_GEN_RESOLUTION`` variable, in ``spaces_app/app.py``). Raises ``argparse.ArgumentTypeError``."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:

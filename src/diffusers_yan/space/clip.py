@@ -1,9 +1,14 @@
 """The request/response mode of the Space: "play these actions, get the clip", as an ordinary Gradio event.
 
 This is the mode for Spaces on shared GPUs (ZeroGPU), where a GPU is lent per call and not held between calls, so
-a live game loop is not possible. There (``SPACES_ZERO_GPU=true``), each clip is played inside a ``spaces.GPU``
-function by a :class:`~diffusers_yan.space.zerogpu.ZeroGPUClipRunner`; elsewhere, by
-:meth:`SessionManager.play_clip` on the manager's thread pool, sharing the play slots with the live sessions.
+a live game loop is not possible. There (``SPACES_ZERO_GPU=true``), each clip is checked by
+:meth:`SessionManager.prepare_clip`, then rendered inside a ``spaces.GPU`` function by a
+:class:`~diffusers_yan.space.zerogpu.ZeroGPUClipRunner`; elsewhere, by :meth:`SessionManager.play_clip` on the
+manager's thread pool, sharing the play slots with the live sessions.
+
+Yan-Sim and Yan-Gen models alike: the page shows a prompt box for Yan-Gen models, and no start frame or upload for
+text-to-video ones. The event's inputs (also those of its API, ``/clip``) are the model, the bundled start frame,
+the uploaded start image, the actions, the seed and the prompt (ignored for Yan-Sim models).
 """
 
 from __future__ import annotations
@@ -31,34 +36,67 @@ def build_clip_blocks(
     import gradio as gr
 
     models = list(manager.pipelines)
+    infos = {name: manager.model_info(name) for name in models}
     if zerogpu is None:
         zerogpu = is_zerogpu_space()
 
-    def start_choices(model: str) -> list[str]:
-        n = len(manager.pipelines[model].start_frames)
-        return [f"start frame {i + 1}" for i in range(n)]
+    def model_of(model) -> dict:
+        if model not in infos:
+            raise SpaceError(f"Unknown model {model!r}; available: {models}.")
+        return infos[model]
 
-    def clip_options(model, start, upload_path, seed) -> dict:
-        """The page's inputs as `play_clip` options (raises SpaceError)."""
+    def is_gen(model: str) -> bool:
+        return infos[model]["kind"] == "yan-gen"
+
+    def start_choices(model: str) -> list[str]:
+        return [f"start frame {i + 1}" for i in range(infos[model]["num_start_frames"])]
+
+    def takes_actions(model: str, actions) -> bool:
+        try:
+            manager.pipelines[model].action_space.encode_sequence(actions, arg="actions")
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def default_actions(model: str) -> str:
+        if takes_actions(model, DEFAULT_CLIP_ACTIONS):
+            return DEFAULT_CLIP_ACTIONS
+        return ",".join(f"{button}*2" for button in infos[model]["buttons"][:3])
+
+    def actions_help(model: str) -> str:
+        info = infos[model]
+        per_action = f" One action per block of {info['frames_per_action']} frames." if is_gen(model) else ""
+        return f"NAME*count, A+B for held combinations, NOOP. Buttons: {', '.join(info['buttons'])}.{per_action}"
+
+    def clip_options(model, start, upload_path, seed, prompt) -> dict:
+        """The page's inputs as `play_clip` / `prepare_clip` options (raises SpaceError)."""
+        info = model_of(model)
         if not isinstance(seed, (int, float)) or int(seed) != seed:
             raise SpaceError(f"The seed must be a whole number, got {seed!r}.")
-        upload = None
-        if upload_path:
-            with open(upload_path, "rb") as f:  # a temp file Gradio wrote for this request
-                upload = f.read()
-        elif not start:
-            raise SpaceError("Choose a start frame or upload a start image.")
-        index = start_choices(model).index(start) if start and upload is None else 0
-        return {"model": model, "start_index": index, "upload": upload, "seed": int(seed)}
+        index, upload = 0, None
+        if info["takes_image"]:  # text-to-video models start from the prompt: no start frame or upload
+            if upload_path:
+                with open(upload_path, "rb") as f:  # a temp file Gradio wrote for this request
+                    upload = f.read()
+            elif not info["num_start_frames"]:
+                raise SpaceError(f"Model {model!r} ships no start frames: upload a start image.")
+            elif start not in start_choices(model):
+                raise SpaceError("Choose a start frame or upload a start image.")
+            else:
+                index = start_choices(model).index(start)
+        options = {"model": model, "start_index": index, "upload": upload, "seed": int(seed)}
+        if is_gen(model):
+            options["prompt"] = prompt or ""
+        return options
 
     if zerogpu:
         runner = ZeroGPUClipRunner(manager, seconds_per_action=gpu_seconds_per_action)
 
         # synchronous on purpose: Gradio runs it in a worker thread with the request's context, where the blocking
         # `spaces.GPU` call belongs (see zerogpu.py)
-        def make_clip(model, start, upload_path, actions, seed):
+        def make_clip(model, start, upload_path, actions, seed, prompt):
             try:
-                return runner(actions, **clip_options(model, start, upload_path, seed))
+                return runner(actions, **clip_options(model, start, upload_path, seed, prompt))
             except SpaceError as e:
                 raise gr.Error(str(e)) from None
 
@@ -67,9 +105,9 @@ def build_clip_blocks(
         note = "Each clip runs on a GPU lent for that request (ZeroGPU)."
     else:
 
-        async def make_clip(model, start, upload_path, actions, seed):
+        async def make_clip(model, start, upload_path, actions, seed, prompt):
             try:
-                return await manager.play_clip(actions, **clip_options(model, start, upload_path, seed))
+                return await manager.play_clip(actions, **clip_options(model, start, upload_path, seed, prompt))
             except SpaceError as e:
                 raise gr.Error(str(e)) from None
 
@@ -80,28 +118,56 @@ def build_clip_blocks(
             " [game page](../)."
         )
 
+    def on_model_change(model, current_actions):
+        """Show the inputs the chosen model takes; keep the typed actions if it takes them, else its default."""
+        info = model_of(model)
+        choices = start_choices(model)
+        actions = current_actions if takes_actions(model, current_actions) else default_actions(model)
+        return (
+            gr.Dropdown(choices=choices, value=choices[0] if choices else None, visible=bool(choices)),
+            gr.Image(visible=info["takes_image"]),
+            gr.Textbox(visible=is_gen(model)),
+            gr.Textbox(value=actions, info=actions_help(model)),
+        )
+
+    first = models[0]
     with gr.Blocks(title="Yan - clip mode") as blocks:
-        gr.Markdown(f"## Yan-Sim: play a sequence of actions, get the clip\n{note}")
+        gr.Markdown(f"## Yan: play a sequence of actions, get the clip\n{note}")
         with gr.Row():
             with gr.Column():
-                model = gr.Dropdown(models, value=models[0], label="Model (Yan-Sim)")
-                first = start_choices(models[0])
-                start = gr.Dropdown(first, value=first[0] if first else None, label="Start frame (bundled)")
-                upload = gr.Image(type="filepath", label="...or upload a start image (any size)")
-                buttons = ", ".join(manager.pipelines[models[0]].action_space.buttons)
+                model = gr.Dropdown(models, value=first, label="Model", elem_id="clip-model")
+                choices = start_choices(first)
+                start = gr.Dropdown(
+                    choices,
+                    value=choices[0] if choices else None,
+                    label="Start frame (bundled)",
+                    visible=bool(choices),
+                    elem_id="clip-start",
+                )
+                upload = gr.Image(
+                    type="filepath",
+                    label="...or upload a start image (any size)",
+                    visible=infos[first]["takes_image"],
+                    elem_id="clip-upload",
+                )
+                prompt = gr.Textbox(
+                    "",
+                    label="Prompt (Yan-Gen)",
+                    info="The text the world is generated from.",
+                    visible=is_gen(first),
+                    elem_id="clip-prompt",
+                )
                 actions = gr.Textbox(
-                    DEFAULT_CLIP_ACTIONS,
-                    label="Actions",
-                    info=f"NAME*count, A+B for held combinations, NOOP. Buttons: {buttons}.",
+                    default_actions(first), label="Actions", info=actions_help(first), elem_id="clip-actions"
                 )
                 seed = gr.Number(0, precision=0, label="Seed")
                 run = gr.Button("Play these actions", variant="primary")
             with gr.Column():
                 video = gr.Video(label="Clip", autoplay=True)
-        model.change(lambda m: gr.Dropdown(choices=start_choices(m), value=None), model, start)
+        model.change(on_model_change, [model, actions], [start, upload, prompt, actions])
         run.click(
             make_clip,
-            [model, start, upload, actions, seed],
+            [model, start, upload, actions, seed, prompt],
             video,
             api_name=CLIP_API_NAME,
             concurrency_limit=concurrency_limit,

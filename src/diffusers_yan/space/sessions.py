@@ -272,6 +272,36 @@ class SlotQueue:
             self.on_change()
 
 
+@dataclasses.dataclass
+class ClipRequest:
+    """A checked clip-mode request (:meth:`SessionManager.prepare_clip`), all that
+    :meth:`SessionManager.render_clip` needs. It pickles: on ZeroGPU it is sent to the GPU worker process.
+
+    Args:
+        model: the model's name in the manager.
+        image: the RGB start image; ``None`` for text-to-video Yan-Gen models.
+        actions: the encoded actions, ``[num_actions, action_dim]`` (one per Yan-Sim frame step / Yan-Gen block).
+        prompt: the Yan-Gen prompt; ``None`` for Yan-Sim models.
+        seed: the world's seed.
+        num_inference_steps: denoising steps per frame (Yan-Sim) or per block (Yan-Gen).
+        path: the mp4 to write (created empty, in the manager's ``clip_dir``).
+        fps: the video's frame rate.
+    """
+
+    model: str
+    image: PIL.Image.Image | None
+    actions: torch.Tensor
+    prompt: str | None
+    seed: int
+    num_inference_steps: int
+    path: str
+    fps: int
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.actions.shape[0])
+
+
 @dataclasses.dataclass(eq=False)
 class Session:
     """One visitor's world and controls. Created by :meth:`SessionManager.create_session`; never shared."""
@@ -433,10 +463,11 @@ class SessionManager:
     def _start_frames(self, name: str) -> list[str]:
         return self._pipeline(name).start_frames if self._takes_image(name) else []
 
-    def _make_env(self, name: str) -> YanSimEnv | YanGenEnv:
-        """A new env (no world yet) for model ``name``, with the Space's settings."""
+    def _make_env(self, name: str, num_inference_steps: int | None = None) -> YanSimEnv | YanGenEnv:
+        """A new env (no world yet) for model ``name``, with the Space's settings (``num_inference_steps``: the
+        config's by default)."""
         pipe = self._pipeline(name)
-        steps = self.config.num_inference_steps
+        steps = self.config.num_inference_steps if num_inference_steps is None else num_inference_steps
         if isinstance(pipe, YanGenPipeline):
             height, width = self.config.gen_resolution
             return YanGenEnv(
@@ -887,7 +918,7 @@ class SessionManager:
         return await asyncio.get_running_loop().run_in_executor(None, work)
 
     # ------------------------------------------------------------------ request/response clip mode
-    async def play_clip(
+    def prepare_clip(
         self,
         actions: Any,
         model: str | None = None,
@@ -896,19 +927,19 @@ class SessionManager:
         seed: int = 0,
         fps: int | None = None,
         prompt: str | None = None,
-    ) -> str:
-        """Start a world, play ``actions`` in it and return an mp4 path: the stateless mode for shared-GPU Spaces
-        (ZeroGPU), where no GPU is held between requests. Shares the play-slot queue with the live sessions.
+    ) -> ClipRequest:
+        """Check a clip-mode request and gather what rendering it needs (no model call): the start image (bundled
+        frame ``start_index``, or the ``upload``), the encoded ``actions``, the prompt, and a new mp4 path in
+        :attr:`clip_dir`. Raises :class:`SpaceError` for bad input.
 
         Yan-Gen models take one action per block and start from ``prompt`` (default ``""``); text-to-video ones
-        take no start image."""
-        from diffusers.utils import export_to_video
-
+        take no start image. Yan-Sim models take no prompt. ``fps`` defaults to the model's frame rate."""
         model = model or self.default_model
         pipe = self._pipeline(model)
         if prompt is not None and not isinstance(pipe, YanGenPipeline):
             raise SpaceError(f"Model {model!r} is a Yan-Sim model: it takes no prompt, only actions.")
-        prompt = check_prompt("" if prompt is None else prompt)
+        if isinstance(pipe, YanGenPipeline):
+            prompt = check_prompt("" if prompt is None else prompt)
         try:
             encoded = pipe.action_space.encode_sequence(actions, arg="actions")
         except (ValueError, TypeError) as e:
@@ -922,38 +953,70 @@ class SessionManager:
         else:
             with PIL.Image.open(self.start_frame_path(model, start_index)) as im:
                 image = im.convert("RGB")
-        if not isinstance(seed, int) or not 0 <= seed < 2**62:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**62:
             raise SpaceError(f"`seed` must be an integer in [0, 2**62), got {seed!r}.")
+        if fps is None:
+            fps = int((YanGenEnv if isinstance(pipe, YanGenPipeline) else YanSimEnv).metadata["render_fps"])
+        elif not isinstance(fps, int) or isinstance(fps, bool) or fps < 1:
+            raise SpaceError(f"`fps` must be a positive integer, got {fps!r}.")
         self._prune_clips()
         handle, path = tempfile.mkstemp(prefix="clip-", suffix=".mp4", dir=self.clip_dir)
         os.close(handle)
-        steps = self.config.num_inference_steps
+        return ClipRequest(
+            model=model,
+            image=image,
+            actions=encoded,
+            prompt=prompt,
+            seed=seed,
+            num_inference_steps=self.config.num_inference_steps,
+            path=path,
+            fps=fps,
+        )
 
-        def work_gen():  # the env of live play: its settings, one block per action
-            env = self._make_env(model)
-            _, info = env.reset(seed=seed, options={"image": image, "action": encoded[0], "prompt": prompt})
-            frames = list(info["frames"])
-            for action in encoded[1:]:
-                frames.extend(env.step(action)[-1]["frames"])
-            return export_to_video(frames, path, fps=fps or int(env.metadata["render_fps"]))
+    def render_clip(self, request: ClipRequest) -> str:
+        """Play a request made by :meth:`prepare_clip` and write its mp4; returns the path. Synchronous: it runs on
+        the manager's thread pool (:meth:`play_clip`) or in a ZeroGPU worker process (``zerogpu.py``), and touches
+        no session, play slot or event loop. A Yan-Gen clip plays in an env of live play (one block per action)."""
+        from diffusers.utils import export_to_video
 
-        def work():
+        pipe = self._pipeline(request.model)
+        try:
             if isinstance(pipe, YanGenPipeline):
-                return work_gen()
-            out = pipe(
-                image=image,
-                actions=encoded,
-                num_inference_steps=steps,
-                generator=torch.Generator().manual_seed(seed),
-                output_type="np",
-            )
-            frames = list((out.frames[0] * 255).round().astype(np.uint8))
-            return export_to_video(frames, path, fps=fps or int(YanSimEnv.metadata["render_fps"]))
+                env = self._make_env(request.model, num_inference_steps=request.num_inference_steps)
+                options = {"image": request.image, "action": request.actions[0], "prompt": request.prompt}
+                _, info = env.reset(seed=request.seed, options=options)
+                frames = list(info["frames"])
+                for action in request.actions[1:]:
+                    frames.extend(env.step(action)[-1]["frames"])
+            else:
+                out = pipe(
+                    image=request.image,
+                    actions=request.actions,
+                    num_inference_steps=request.num_inference_steps,
+                    generator=torch.Generator().manual_seed(request.seed),
+                    output_type="np",
+                )
+                frames = list((out.frames[0] * 255).round().astype(np.uint8))
+            return export_to_video(frames, request.path, fps=request.fps)
+        except BaseException as e:
+            try:  # no empty or half-written video is left for Gradio to serve
+                os.remove(request.path)
+            except OSError:
+                pass
+            if isinstance(e, (ValueError, TypeError)):  # input the pipeline refused: show it as the visitor's error
+                raise SpaceError(str(e)) from None
+            raise
 
+    async def play_clip(self, actions: Any, **options) -> str:
+        """Start a world, play ``actions`` in it and return an mp4 path: the stateless mode for shared-GPU Spaces
+        (ZeroGPU), where no GPU is held between requests. :meth:`prepare_clip` (``options`` are its ``model``,
+        ``start_index``, ``upload``, ``seed``, ``fps`` and ``prompt``), then :meth:`render_clip` on the thread pool,
+        under a play slot shared with the live sessions."""
+        request = self.prepare_clip(actions, **options)
         key = f"clip-{secrets.token_hex(6)}"
         await self.slots.acquire(key)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.render_clip, request)
         finally:
             self.slots.release(key)
 

@@ -18,18 +18,21 @@ lends one for the length of each call to a function decorated with ``spaces.GPU`
   request's context: never on the event loop, and not through a thread pool that drops the context.
 - ``duration`` (seconds, or a function of the call's arguments) is the longest the call may hold the GPU; the
   default is 60 s, and shorter requests are scheduled sooner.
+- The worker is forked from the Space's process, so it must not need what a fork does not carry over: threads
+  (a thread pool's workers) and the event loop's futures (a play-slot queue) stay behind in the parent.
 
-:class:`ZeroGPUClipRunner` does all this for :meth:`SessionManager.play_clip`.
+:class:`ZeroGPUClipRunner` does all this: the request is checked by :meth:`SessionManager.prepare_clip` in the
+Space's process, then :meth:`SessionManager.render_clip` (synchronous: no thread pool, slot queue or event loop)
+runs in the GPU worker on the picklable :class:`ClipRequest`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 from typing import Any, Callable
 
-from .sessions import SessionManager, SpaceError
+from .sessions import ClipRequest, SessionManager
 
 
 ZEROGPU_ENV = "SPACES_ZERO_GPU"
@@ -50,11 +53,12 @@ def is_zerogpu_space() -> bool:
 
 
 class ZeroGPUClipRunner:
-    """Plays clip-mode requests (:meth:`SessionManager.play_clip`) inside a ``spaces.GPU`` function.
+    """Plays clip-mode requests inside a ``spaces.GPU`` function: :meth:`SessionManager.render_clip`, decorated.
 
     Create it before the app is launched and call it from a synchronous Gradio event handler (see the module
-    docstring). Input errors are raised as :class:`SpaceError` before any GPU is requested; errors found on the GPU
-    worker come back as ``gradio.Error`` (the exception type ``spaces`` forwards with its message).
+    docstring). Input errors are raised as :class:`SpaceError` by :meth:`SessionManager.prepare_clip`, before any
+    GPU is requested; an error on the GPU worker comes back as ``spaces``' own ``gradio.Error`` ("ZeroGPU worker
+    error", naming the exception type: ``spaces`` forwards the message of ``gradio.Error`` alone).
 
     Args:
         manager: the Space's session manager; its pipelines were moved to ``"cuda"`` at start-up.
@@ -84,39 +88,13 @@ class ZeroGPUClipRunner:
         self.base_seconds = base_seconds
         self.seconds_per_action = seconds_per_action
         # decorated once, here: ZeroGPU's start-up hook (at launch) registers the functions decorated by then
-        self.play_on_gpu: Callable[..., str] = spaces.GPU(self._play, duration=self.duration)
+        self.render_on_gpu: Callable[[ClipRequest], str] = spaces.GPU(manager.render_clip, duration=self.duration)
 
     def __call__(self, actions: Any, **options) -> str:
-        """Check the request, then play it on a lent GPU; returns the clip's mp4 path. ``options`` are those of
-        :meth:`SessionManager.play_clip` (``model``, ``start_index``, ``upload``, ``seed``, ...); all must pickle."""
-        self.count_actions(actions, options.get("model"))
-        return self.play_on_gpu(actions, **options)
+        """Check the request, then render it on a lent GPU; returns the clip's mp4 path. ``options`` are those of
+        :meth:`SessionManager.prepare_clip` (``model``, ``start_index``, ``upload``, ``seed``, ``prompt``, ...)."""
+        return self.render_on_gpu(self.manager.prepare_clip(actions, **options))
 
-    def count_actions(self, actions: Any, model: str | None = None) -> int:
-        """The number of ``actions``, checked for ``model`` as :meth:`SessionManager.play_clip` checks them."""
-        model = model or self.manager.default_model
-        if model not in self.manager.pipelines:
-            raise SpaceError(f"Unknown model {model!r}; available: {list(self.manager.pipelines)}.")
-        try:
-            count = self.manager.pipelines[model].action_space.encode_sequence(actions, arg="actions").shape[0]
-        except (ValueError, TypeError) as e:
-            raise SpaceError(str(e)) from None
-        if count > self.manager.config.max_clip_actions:
-            raise SpaceError(f"At most {self.manager.config.max_clip_actions} actions per clip, got {count}.")
-        return count
-
-    def duration(self, actions: Any, **options) -> int:
-        """Seconds of GPU time to ask for this request (``spaces.GPU`` calls it with the call's arguments)."""
-        return math.ceil(
-            self.base_seconds + self.seconds_per_action * self.count_actions(actions, options.get("model"))
-        )
-
-    def _play(self, actions: Any, **options) -> str:
-        # On ZeroGPU this runs in the GPU worker process, in a thread of its own: a fresh event loop runs the
-        # manager's usual clip code there (its play-slot queue and thread pool are this process's copies).
-        import gradio as gr
-
-        try:
-            return asyncio.run(self.manager.play_clip(actions, **options))
-        except SpaceError as e:
-            raise gr.Error(str(e)) from None
+    def duration(self, request: ClipRequest) -> int:
+        """Seconds of GPU time to ask for ``request`` (``spaces.GPU`` calls it with the call's argument)."""
+        return math.ceil(self.base_seconds + self.seconds_per_action * request.num_actions)

@@ -30,6 +30,7 @@ import PIL.Image
 import torch
 from gymnasium import spaces
 
+from ..env_utils import encode_env_action, gym_action_space
 from .pipeline_output import YanGenState
 from .pipeline_yan_gen import YanGenPipeline
 
@@ -119,15 +120,7 @@ class YanGenEnv(gym.Env):
 
         self.observation_space = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
         space = pipeline.action_space
-        if space is None:
-            self.action_space = spaces.Discrete(1)
-        else:
-            buttons = spaces.MultiBinary(len(space.buttons))
-            if space.axes:
-                axes = spaces.Box(-1.0, 1.0, (len(space.axes),), dtype=np.float32)
-                self.action_space = spaces.Dict({"buttons": buttons, "axes": axes})
-            else:
-                self.action_space = buttons
+        self.action_space = spaces.Discrete(1) if space is None else gym_action_space(space)
         self.state: YanGenState | None = None
         self._prompt_changed = False  # set_prompt was called since the last block: the next block re-encodes it
         self._last_frame: np.ndarray | None = None
@@ -155,13 +148,7 @@ class YanGenEnv(gym.Env):
                 f"`action` must be None: this model has no action branch (got {action!r}); steer it with"
                 " `set_prompt` instead."
             )
-        if action is None:
-            action = "NOOP"
-        if isinstance(action, dict) and set(action) == {"buttons", "axes"}:
-            action = np.concatenate(
-                [np.asarray(action["buttons"], np.float32), np.asarray(action["axes"], np.float32)]
-            )
-        return [space.encode(action, arg="action")]
+        return [encode_env_action(space, "NOOP" if action is None else action)]
 
     def _start_image(self, image):
         if isinstance(image, str):

@@ -19,11 +19,9 @@ changing a future action never changes a past frame, and memory stays flat.
 """
 
 import copy
-import glob
 import hashlib
 import html
 import json
-import os
 import re
 from typing import Any, Callable
 
@@ -36,11 +34,11 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
-from huggingface_hub import snapshot_download
 from transformers import CLIPImageProcessor, CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from ...actions import ActionSpace
 from ...models.transformers.transformer_yan_gen import YanGenTransformer3DModel
+from ..pipeline_utils import shipped_start_frames
 from .pipeline_output import YanGenPipelineOutput, YanGenState
 
 
@@ -150,15 +148,7 @@ class YanGenPipeline(DiffusionPipeline):
     def start_frames(self) -> list[str]:
         """Paths of the start images shipped in the model folder (`start_frames/*.png`), if it has any: what an
         image-to-video world can start from in `yan play` and `YanGenEnv` (as `YanSimPipeline.start_frames`)."""
-        root = self.name_or_path
-        if root and not os.path.isdir(str(root)):
-            try:  # a Hub repo id: use the files already in the local cache, never download here
-                root = snapshot_download(str(root), allow_patterns=["start_frames/*"], local_files_only=True)
-            except Exception:  # not cached, or not a repo id
-                return []
-        if not root:
-            return []
-        return sorted(glob.glob(os.path.join(str(root), "start_frames", "*.png")))
+        return shipped_start_frames(self.name_or_path)
 
     def fingerprint(self) -> str:
         """A short hash of the model configs; a `state` made with other configs is refused."""

@@ -23,6 +23,7 @@ import PIL.Image
 import torch
 from gymnasium import spaces
 
+from ..env_utils import encode_env_action, gym_action_space
 from .pipeline_output import YanSimState
 from .pipeline_yan_sim import YanSimPipeline
 
@@ -63,25 +64,15 @@ class YanSimEnv(gym.Env):
         self.num_inference_steps = num_inference_steps
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
-        space = pipeline.action_space
         height, width = pipeline.resolution
         self.observation_space = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
-        buttons = spaces.MultiBinary(len(space.buttons))
-        if space.axes:
-            axes = spaces.Box(-1.0, 1.0, (len(space.axes),), dtype=np.float32)
-            self.action_space = spaces.Dict({"buttons": buttons, "axes": axes})
-        else:
-            self.action_space = buttons
+        self.action_space = gym_action_space(pipeline.action_space)
         self.state: YanSimState | None = None
         self._last_frame: np.ndarray | None = None
         self._steps = 0
 
     def _encode(self, action) -> torch.Tensor:
-        if isinstance(action, dict) and set(action) == {"buttons", "axes"}:
-            action = np.concatenate(
-                [np.asarray(action["buttons"], np.float32), np.asarray(action["axes"], np.float32)]
-            )
-        return self.pipeline.action_space.encode(action, arg="action")
+        return encode_env_action(self.pipeline.action_space, action)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -9,10 +9,8 @@ keys/values go to a bounded KV cache, so time and memory per frame stay flat how
 """
 
 import copy
-import glob
 import hashlib
 import json
-import os
 from typing import Any, Callable
 
 import numpy as np
@@ -22,12 +20,12 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from huggingface_hub import snapshot_download
 from tqdm.auto import tqdm
 
 from ...actions import ActionSpace
 from ...models.autoencoders.autoencoder_kl_yan import AutoencoderKLYan
 from ...models.unets.unet_yan_sim import YanSimUNetModel
+from ..pipeline_utils import shipped_start_frames
 from .pipeline_output import YanSimPipelineOutput, YanSimState
 
 
@@ -174,15 +172,7 @@ class YanSimPipeline(DiffusionPipeline):
     @property
     def start_frames(self) -> list[str]:
         """Paths of the real start frames shipped in the model folder (``start_frames/*.png``), if it has any."""
-        root = self.name_or_path
-        if root and not os.path.isdir(str(root)):
-            try:  # a Hub repo id: use the files already in the local cache, never download here
-                root = snapshot_download(str(root), allow_patterns=["start_frames/*"], local_files_only=True)
-            except Exception:  # not cached, or not a repo id
-                return []
-        if not root:
-            return []
-        return sorted(glob.glob(os.path.join(str(root), "start_frames", "*.png")))
+        return shipped_start_frames(self.name_or_path)
 
     def fingerprint(self) -> str:
         """A short hash of the model configs; a state made with another config is refused."""
