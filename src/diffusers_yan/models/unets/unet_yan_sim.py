@@ -143,13 +143,10 @@ class YanSimKVCache:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "YanSimKVCache":
         """A copy of the cache on another device and/or dtype."""
-        return YanSimKVCache(
-            keys=tuple(k.to(device=device, dtype=dtype) for k in self.keys),
-            values=tuple(v.to(device=device, dtype=dtype) for v in self.values),
-            num_frames=self.num_frames,
-            batch_size=self.batch_size,
-            latent_size=self.latent_size,
-            fingerprint=self.fingerprint,
+        return self._with(
+            tuple(k.to(device=device, dtype=dtype) for k in self.keys),
+            tuple(v.to(device=device, dtype=dtype) for v in self.values),
+            self.batch_size,
         )
 
 
