@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     pipe = YanSimPipeline.from_pretrained(args.pipeline)
     if args.guidance_scale is not None:
         pipe.register_to_config(default_guidance_scale=args.guidance_scale, default_guidance_steps=args.guidance_steps)
-    scale, steps = pipe.config.default_guidance_scale, getattr(pipe.config, "default_guidance_steps", None)
+    scale, steps = pipe.config.default_guidance_scale, pipe.config.default_guidance_steps
     if args.eval_json:  # the card's figures must come from the settings the folder ships with
         evaluated = json.load(open(args.eval_json)).get("settings", {})
         if (evaluated.get("guidance_scale", 1.0), evaluated.get("guidance_steps")) != (scale, steps):

@@ -135,6 +135,8 @@ def parse_args(input_args=None):
     args = p.parse_args(input_args)
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id (e.g. your-name/yan-sim-doom)")
+    if not 0.0 <= args.action_dropout < 1.0:
+        p.error(f"--action_dropout must be in [0, 1), got {args.action_dropout}")
     if args.clip_latent_frames <= args.num_inference_steps:
         p.error("--clip_latent_frames must be larger than --num_inference_steps")
     for path in args.dataset_dir.split(","):
@@ -308,8 +310,6 @@ def main(args):
     )
 
     # 2. UNet, scheduler, optimizer
-    if not 0.0 <= args.action_dropout < 1.0:
-        raise ValueError(f"`--action_dropout` must be in [0, 1), got {args.action_dropout}.")
     null_action = mean_action(dataset) if args.null_action == "mean" else None
     unet = build_unet(args, dataset.action_space, vae.config.latent_channels, latent_size, null_action)
     null_vector = unet.null_action_vector()

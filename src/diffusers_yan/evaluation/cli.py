@@ -114,10 +114,10 @@ def _settings(args, model_path: str, pipe, data_info: dict, notes: list[str]) ->
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": args.guidance_scale
         if args.guidance_scale is not None
-        else getattr(pipe.config, "default_guidance_scale", 1.0),
+        else pipe.config.default_guidance_scale,
         "guidance_steps": args.guidance_steps
         if args.guidance_steps is not None
-        else getattr(pipe.config, "default_guidance_steps", None),
+        else pipe.config.default_guidance_steps,
         "batch_size": args.batch_size,
         "idm": os.path.abspath(args.idm) if args.idm else None,
         "frames_per_action": pipe.frames_per_action,

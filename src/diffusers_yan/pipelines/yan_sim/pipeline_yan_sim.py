@@ -347,12 +347,12 @@ class YanSimPipeline(DiffusionPipeline):
             guidance_scale (`float`, *optional*): action guidance. Above 1, every model call also runs the window
                 with the UNet's ``null_action`` (its config; no button held when unset) and extrapolates
                 ``uncond + scale * (cond - uncond)``, so the frames follow the actions more strongly, at twice the
-                batch per call. ``None`` uses the model
-                folder's ``default_guidance_scale``; 1 turns it off. May change between calls of one world.
+                batch per call. ``None`` uses the model folder's ``default_guidance_scale``; 1 turns it off. May
+                change between calls of one world.
             guidance_steps (`int`, *optional*): guide only the last ``guidance_steps`` of each frame's
                 ``num_inference_steps`` denoising steps (the low-noise end, where guidance sharpens the response to
-                the action without pushing the coarse layout off course).
-                ``None`` uses the model folder's ``default_guidance_steps`` (itself ``None``: every step).
+                the action without pushing the coarse layout off course). ``None`` uses the model folder's
+                ``default_guidance_steps`` (itself ``None``: every step).
 
         Returns:
             [`YanSimPipelineOutput`] with the ``frames`` of this call (``frames_per_action`` per action) and the new
@@ -374,7 +374,7 @@ class YanSimPipeline(DiffusionPipeline):
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
         if guidance_steps is None:
-            guidance_steps = getattr(self.config, "default_guidance_steps", None)
+            guidance_steps = self.config.default_guidance_steps
         do_guidance = guidance_scale > 1.0
         device = self._execution_device
         dtype = self.unet.dtype
@@ -382,6 +382,7 @@ class YanSimPipeline(DiffusionPipeline):
         scheduler.set_timesteps(num_inference_steps, device="cpu")
         timesteps = scheduler.timesteps.tolist()  # noisy -> clean, e.g. [999, 749, 499, 249]
         S = num_inference_steps
+        guided_levels = timesteps[-guidance_steps:] if guidance_steps is not None else timesteps
 
         # 2. start a world (encode the start frame) or unpack the state
         if state is None:
@@ -439,8 +440,7 @@ class YanSimPipeline(DiffusionPipeline):
                     frame_actions = torch.cat([pending_action[:, None], frame_actions], dim=1)
                 # 3b. one model call: the pending clean frame enters the KV cache, every window frame moves one step
                 # the window is oldest (least noisy) first: its frames on their last `guidance_steps` steps lead it
-                last_levels = timesteps[-guidance_steps:] if guidance_steps is not None else timesteps
-                num_guided = sum(level in last_levels for level in levels)
+                num_guided = sum(level in guided_levels for level in levels)
                 pred, kv_cache = self._predict(
                     model_in,
                     t,
