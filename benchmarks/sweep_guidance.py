@@ -13,12 +13,12 @@ held-out set the model is finally reported on, so the choice does not leak into 
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 
 import torch
 
+from bench_yan_sim import cpu_name  # the machine line of the streaming benchmark
 from diffusers_yan import YanSimPipeline
 from diffusers_yan.evaluation import YanInverseDynamicsModel, evaluate_windows, load_eval_windows, parse_horizons
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         f"## Action-guidance sweep, {datetime.date.today().isoformat()}",
         "",
         f"- command: `python benchmarks/sweep_guidance.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__},"
+        f"- machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__},"
         f" {torch.get_num_threads()} thread(s)",
         f"- model: `{args.model}` (null action: {pipe.unet.config.null_action or 'zeros'});"
         f" data: `{args.data}`, {info['num_windows']} windows from {info['num_episodes']} episodes, seed {args.seed}",
